@@ -1,0 +1,99 @@
+"""Reading, resampling and down-mixing audio: everything before the feature extractor.
+
+The project's one sample rate lives here; the feature extractor checks its config against it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile
+import soxr
+
+SAMPLE_RATE = 16_000  # Hz; every Parakeet checkpoint is trained at 16 kHz
+
+AudioSource = Union[str, os.PathLike, bytes, np.ndarray]
+
+
+class AudioError(ValueError):
+    """Audio that cannot be turned into a mono 16 kHz waveform; the message names the input."""
+
+
+def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling (libsoxr, 'HQ') of a mono float waveform."""
+    if orig_sr <= 0:
+        raise AudioError(f"sample rate must be positive, got {orig_sr}")
+    if orig_sr == target_sr:
+        return audio
+    return soxr.resample(audio, orig_sr, target_sr, quality="HQ").astype(np.float32, copy=False)
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average channels of a (samples, channels) array; a 1-D array is returned as it is."""
+    if audio.ndim == 1:
+        return audio
+    if audio.ndim == 2:
+        return audio.mean(axis=1, dtype=np.float64).astype(np.float32)
+    raise AudioError(f"audio must be 1-D (samples) or 2-D (samples, channels), got shape {audio.shape}")
+
+
+def validate_waveform(audio: np.ndarray, name: str) -> np.ndarray:
+    """Check a decoded waveform and return it as contiguous float32."""
+    if not isinstance(audio, np.ndarray):
+        raise AudioError(f"{name}: expected a numpy array, got {type(audio).__name__}")
+    if audio.dtype.kind not in "fiu":
+        raise AudioError(f"{name}: audio must be a float or integer array, got dtype {audio.dtype}")
+    if audio.dtype.kind in "iu":
+        raise AudioError(
+            f"{name}: integer samples ({audio.dtype}) are ambiguous; pass float audio in [-1, 1] "
+            "(e.g. pcm.astype(np.float32) / 32768)"
+        )
+    audio = to_mono(audio)
+    if audio.size == 0:
+        raise AudioError(f"{name}: audio is empty")
+    if not np.isfinite(audio).all():
+        raise AudioError(f"{name}: audio contains NaN or infinite samples")
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def decode_audio(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
+    """Decode an encoded file (wav, flac, ogg, mp3, ...) held in memory."""
+    try:
+        audio, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
+    except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
+        raise AudioError(f"{name}: cannot decode audio: {err}") from None
+    return audio, sr
+
+
+def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """Read an audio file from disk as float32 (samples[, channels]) and its sample rate."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file")
+    try:
+        audio, sr = soundfile.read(path, dtype="float32", always_2d=False)
+    except (soundfile.LibsndfileError, RuntimeError) as err:
+        raise AudioError(f"{path}: cannot decode audio: {err}") from None
+    return audio, sr
+
+
+def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
+    """Any supported source -> mono float32 waveform at SAMPLE_RATE.
+
+    `sample_rate` is the rate of a numpy `source`; files and bytes carry their own.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        audio, sample_rate = read_audio(source)
+        name = name or str(source)
+    elif isinstance(source, (bytes, bytearray, memoryview)):
+        name = name or "<bytes>"
+        audio, sample_rate = decode_audio(bytes(source), name)
+    else:
+        name = name or "<array>"
+        audio = source
+    audio = validate_waveform(audio, name)
+    return resample(audio, sample_rate, SAMPLE_RATE)

@@ -1,0 +1,161 @@
+"""Configuration dataclasses, read from (and written back to) the checkpoint's JSON files.
+
+Field names and defaults are those of the Hugging Face `config.json` / `preprocessor_config.json`, so a
+checkpoint saved by `transformers` loads unchanged and one saved here loads in `transformers`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from model.audio import SAMPLE_RATE
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration file that does not describe a model this package can run."""
+
+
+def _from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Build a dataclass from a dict, keeping known keys (the JSON files carry bookkeeping we ignore)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel front end (`preprocessor_config.json`)."""
+
+    feature_size: int = 80
+    sampling_rate: int = SAMPLE_RATE
+    hop_length: int = 160
+    n_fft: int = 512
+    win_length: int = 400
+    preemphasis: float | None = 0.97
+    padding_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.sampling_rate != SAMPLE_RATE:
+            raise ConfigError(f"preprocessor sampling_rate is {self.sampling_rate}; only {SAMPLE_RATE} Hz is supported")
+        if not 0 < self.win_length <= self.n_fft:
+            raise ConfigError(f"win_length {self.win_length} must be in (0, n_fft={self.n_fft}]")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> FeatureConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "feature_extractor_type": "ParakeetFeatureExtractor",
+            **dataclasses.asdict(self),
+            "padding_side": "right",
+            "return_attention_mask": True,
+        }
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """FastConformer encoder (`config.json` -> `encoder_config`)."""
+
+    hidden_size: int = 1024
+    num_hidden_layers: int = 24
+    num_attention_heads: int = 8
+    intermediate_size: int = 4096
+    hidden_act: str = "silu"
+    attention_bias: bool = True
+    convolution_bias: bool = True
+    conv_kernel_size: int = 9
+    subsampling_factor: int = 8
+    subsampling_conv_channels: int = 256
+    num_mel_bins: int = 80
+    subsampling_conv_kernel_size: int = 3
+    subsampling_conv_stride: int = 2
+    dropout: float = 0.1
+    dropout_positions: float = 0.0
+    layerdrop: float = 0.1
+    activation_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    max_position_embeddings: int = 5000
+    scale_input: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
+            )
+        if self.subsampling_conv_stride ** self.num_subsampling_layers != self.subsampling_factor:
+            raise ConfigError(
+                f"subsampling_factor {self.subsampling_factor} is not a power of the stride {self.subsampling_conv_stride}"
+            )
+
+    @property
+    def num_subsampling_layers(self) -> int:
+        factor, layers = self.subsampling_factor, 0
+        while factor > 1:
+            factor //= self.subsampling_conv_stride
+            layers += 1
+        return layers
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> EncoderConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **dataclasses.asdict(self),
+            "model_type": "parakeet_encoder",
+            "num_key_value_heads": self.num_attention_heads,
+        }
+
+
+@dataclass(frozen=True)
+class CTCConfig:
+    """Encoder + CTC head (`config.json` of a `ParakeetForCTC` checkpoint). The blank is `pad_token_id`."""
+
+    vocab_size: int = 1025
+    pad_token_id: int = 1024
+    ctc_loss_reduction: str = "mean"
+    ctc_zero_infinity: bool = True
+    encoder_config: EncoderConfig = field(default_factory=EncoderConfig)
+
+    model_type = "parakeet_ctc"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"pad_token_id (the CTC blank) {self.pad_token_id} is outside vocab_size {self.vocab_size}")
+
+    @property
+    def blank_id(self) -> int:
+        return self.pad_token_id
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CTCConfig:
+        model_type = values.get("model_type", cls.model_type)
+        if model_type != cls.model_type:
+            raise ConfigError(f"model_type {model_type!r} is not supported; expected {cls.model_type!r}")
+        encoder = EncoderConfig.from_dict(values.get("encoder_config") or {})
+        return _from_dict(cls, {**values, "encoder_config": encoder})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["encoder_config"] = self.encoder_config.to_dict()
+        return {"architectures": ["ParakeetForCTC"], "model_type": self.model_type, **values}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file is missing") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err})") from None
+
+
+def write_json(path: Path, values: dict[str, Any]) -> None:
+    path.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,49 @@
+"""Thin wrapper over a `tokenizers` SentencePiece-style tokenizer (`tokenizer.json`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tokenizers import Tokenizer as _Tokenizer
+
+WORD_START = "\u2581"  # SentencePiece's '▁': a piece that begins a word
+
+
+class TokenizerError(ValueError):
+    """A tokenizer file that cannot be used with the model."""
+
+
+class Tokenizer:
+    def __init__(self, tokenizer: _Tokenizer, blank_id: int) -> None:
+        self._tokenizer = tokenizer
+        self.blank_id = blank_id
+        self._pieces = [tokenizer.id_to_token(i) or "" for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
+        self._starts_word = [piece.startswith(WORD_START) for piece in self._pieces]
+
+    @classmethod
+    def from_file(cls, path: str | Path, blank_id: int) -> Tokenizer:
+        try:
+            tokenizer = _Tokenizer.from_file(str(path))
+        except Exception as err:  # tokenizers raises a bare Exception for a bad file
+            raise TokenizerError(f"{path}: cannot load tokenizer: {err}") from None
+        return cls(tokenizer, blank_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self._pieces)
+
+    def piece(self, token_id: int) -> str:
+        return self._pieces[token_id]
+
+    def starts_word(self, token_id: int) -> bool:
+        return self._starts_word[token_id]
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, token_ids: list[int]) -> str:
+        """Ids (blank already removed) -> text; special tokens are dropped."""
+        return self._tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    def save(self, path: str | Path) -> None:
+        self._tokenizer.save(str(path))
