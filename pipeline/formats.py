@@ -1,0 +1,62 @@
+"""Rendering transcripts as text, JSON, SRT and WebVTT (shared by the CLI and the HTTP API)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from model import Transcript, Word
+
+FORMATS = ("text", "json", "srt", "vtt")
+MAX_CUE_WORDS = 12
+MAX_CUE_SECONDS = 6.0
+CUE_BREAK_PAUSE = 0.8  # seconds of silence that start a new cue
+
+
+def cues(words: list[Word]) -> list[list[Word]]:
+    """Split words into subtitle cues at long pauses or when a cue grows too long."""
+    groups: list[list[Word]] = []
+    for word in words:
+        if (
+            not groups
+            or len(groups[-1]) >= MAX_CUE_WORDS
+            or word.end - groups[-1][0].start > MAX_CUE_SECONDS
+            or word.start - groups[-1][-1].end > CUE_BREAK_PAUSE
+        ):
+            groups.append([word])
+        else:
+            groups[-1].append(word)
+    return groups
+
+
+def timestamp(seconds: float, decimal_mark: str) -> str:
+    millis = round(seconds * 1000)
+    hours, millis = divmod(millis, 3_600_000)
+    minutes, millis = divmod(millis, 60_000)
+    secs, millis = divmod(millis, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_mark}{millis:03d}"
+
+
+def to_subtitles(transcript: Transcript, kind: str) -> str:
+    mark = "," if kind == "srt" else "."
+    blocks = []
+    for number, cue in enumerate(cues(transcript.words), start=1):
+        timing = f"{timestamp(cue[0].start, mark)} --> {timestamp(cue[-1].end, mark)}"
+        text = " ".join(word.word for word in cue)
+        blocks.append(f"{number}\n{timing}\n{text}" if kind == "srt" else f"{timing}\n{text}")
+    body = "\n\n".join(blocks)
+    return (body + "\n" if body else "") if kind == "srt" else f"WEBVTT\n\n{body}\n" if body else "WEBVTT\n"
+
+
+def transcript_dict(transcript: Transcript) -> dict:
+    return asdict(transcript)
+
+
+def render(transcript: Transcript, kind: str) -> str:
+    if kind == "text":
+        return transcript.text + "\n"
+    if kind == "json":
+        return json.dumps(transcript_dict(transcript)) + "\n"
+    if kind in ("srt", "vtt"):
+        return to_subtitles(transcript, kind)
+    raise ValueError(f"unknown format {kind!r}; choose one of {', '.join(FORMATS)}")
