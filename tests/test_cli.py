@@ -1,0 +1,55 @@
+"""The `parakeet transcribe` command on a checkpoint directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile
+
+from model import load_model
+from pipeline.cli import main
+
+
+@pytest.fixture(scope="module")
+def wav_files(speechlike, tmp_path_factory) -> list[Path]:
+    directory = tmp_path_factory.mktemp("audio")
+    paths = []
+    for index, clip in enumerate(speechlike[:2]):
+        paths.append(directory / f"clip{index}.flac")
+        soundfile.write(paths[-1], clip, 16000)
+    return paths
+
+
+def test_text_and_json_match_the_api(small_checkpoint, wav_files, capsys) -> None:
+    expected = load_model(small_checkpoint.directory).transcribe(wav_files)
+    assert main(["transcribe", *map(str, wav_files), "--model", str(small_checkpoint.directory)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [f"{path}: {transcript.text}" for path, transcript in zip(wav_files, expected)]
+
+    assert main(["transcribe", str(wav_files[0]), "--model", str(small_checkpoint.directory), "--format", "json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["text"] == expected[0].text
+    assert payload["duration"] == pytest.approx(expected[0].duration)
+    assert [w["word"] for w in payload["words"]] == [w.word for w in expected[0].words]
+
+
+def test_subtitles(small_checkpoint, wav_files, capsys) -> None:
+    assert main(["transcribe", str(wav_files[1]), "--model", str(small_checkpoint.directory), "--format", "vtt"]) == 0
+    assert capsys.readouterr().out.startswith("WEBVTT\n")
+
+
+def test_bad_file_is_a_clear_error_not_a_traceback(small_checkpoint, tmp_path) -> None:
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not audio")
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "transcribe", str(bad), "--model", str(small_checkpoint.directory)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"parakeet: error: {bad}: cannot decode audio")
+    assert "Traceback" not in result.stderr
