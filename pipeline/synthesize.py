@@ -1,0 +1,158 @@
+"""Synthesised English speech corpora (espeak-ng and flite voices), written as parquet for training and tests.
+
+    python -m pipeline.synthesize --out data/corpus            # about 8 minutes on 2 cores
+
+writes train/dev/test.parquet (disjoint sentences, training voices) and holdout_voice.parquet (the test sentences
+in a voice never used for training). Columns: id, audio (16 kHz mono FLAC bytes), text, voice, duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile
+
+from model.audio import SAMPLE_RATE, resample
+from pipeline.sentences import sentence_pool
+
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+ESPEAK_VARIANTS = ("", "+m3", "+m7", "+f2", "+f4", "+klatt", "+croak")
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+DEFAULT_HOLDOUT = "flite:slt"
+# The recipe of the shipped model: sentence_pool(sum of these, DEFAULT_SEED), split in this order.
+DEFAULT_SPLITS = {"train": 24000, "dev": 400, "test": 400}
+DEFAULT_SEED = 0
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # "espeak-ng" or "flite"
+    name: str  # e.g. "en-gb+f2" or "slt"
+
+    def __str__(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+class SynthesisError(RuntimeError):
+    pass
+
+
+def available_voices() -> list[Voice]:
+    """Every espeak-ng accent/variant pair and every flite voice installed here."""
+    voices = [Voice("espeak-ng", accent + variant) for accent in ESPEAK_ACCENTS for variant in ESPEAK_VARIANTS]
+    listed = subprocess.run(["flite", "-lv"], capture_output=True, text=True, check=True).stdout.split()
+    return voices + [Voice("flite", name) for name in FLITE_VOICES if name in listed]
+
+
+def synthesize(text: str, voice: Voice, speed: float = 1.0, pitch: int = 50) -> np.ndarray:
+    """Speak `text` at `speed` (1 = the engine's normal rate) and espeak pitch 0-99; float32 mono at 16 kHz."""
+    with tempfile.NamedTemporaryFile(suffix=".wav") as wav:
+        if voice.engine == "espeak-ng":
+            command = ["espeak-ng", "-v", voice.name, "-s", str(round(175 * speed)), "-p", str(pitch), "-w", wav.name]
+        elif voice.engine == "flite":
+            command = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={1 / speed:.3f}", "-o", wav.name]
+        else:
+            raise SynthesisError(f"unknown engine {voice.engine!r}")
+        result = subprocess.run([*command, text], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SynthesisError(f"{voice} failed on {text!r}: {result.stderr.strip()}")
+        audio, rate = soundfile.read(wav.name, dtype="float32")
+    if audio.size == 0:
+        raise SynthesisError(f"{voice} produced no audio for {text!r}")
+    return resample(audio, rate)
+
+
+def augment(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Speed perturbation (0.9-1.1), gain (-12..+3 dB, clip-safe), noise at 10-40 dB SNR, silence padding."""
+    audio = resample(audio, SAMPLE_RATE, round(SAMPLE_RATE / rng.uniform(0.9, 1.1)))
+    pad = rng.integers(0, int(0.3 * SAMPLE_RATE), size=2)
+    audio = np.concatenate([np.zeros(pad[0], np.float32), audio, np.zeros(pad[1], np.float32)])
+    if rng.random() < 0.8:
+        noise = rng.standard_normal(audio.size).astype(np.float32)
+        if rng.random() < 0.5:  # brown-ish noise: integrated, then re-centred
+            noise = np.cumsum(noise)
+            noise -= np.convolve(noise, np.ones(400) / 400, mode="same")
+        snr_db = rng.uniform(10, 40)
+        speech_power = np.mean(audio**2) + 1e-10
+        noise *= np.sqrt(speech_power / (np.mean(noise**2) + 1e-10) / 10 ** (snr_db / 10))
+        audio = audio + noise
+    audio = audio * 10 ** (rng.uniform(-12, 3) / 20)
+    peak = np.abs(audio).max()
+    return (audio / peak * 0.99 if peak > 0.99 else audio).astype(np.float32)
+
+
+def encode_flac(audio: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, SAMPLE_RATE, format="FLAC")
+    return buffer.getvalue()
+
+
+def _utterance(job: tuple[str, str, list[Voice], int, int, bool]) -> dict:
+    """One row; its randomness comes from (seed, index) alone, so any worker count gives the same corpus."""
+    utterance_id, text, voices, seed, index, augmented = job
+    rng = np.random.default_rng([seed, index])
+    voice = voices[rng.integers(len(voices))]
+    audio = synthesize(text, voice, speed=rng.uniform(0.8, 1.15), pitch=int(rng.integers(30, 71)))
+    if augmented:
+        audio = augment(audio, rng)
+    return {"id": utterance_id, "audio": encode_flac(audio), "text": text, "voice": str(voice),
+            "duration": len(audio) / SAMPLE_RATE}
+
+
+def write_corpus(
+    path: Path, name: str, sentences: list[str], voices: list[Voice], seed: int, augmented: bool, workers: int = 2
+) -> None:
+    """Synthesise `sentences` into one parquet file, printing progress to stderr."""
+    jobs = [(f"{name}-{i:06d}", text, voices, seed, i, augmented) for i, text in enumerate(sentences)]
+    rows, started = [], time.time()
+    with Pool(workers) as pool:
+        for rows_done, row in enumerate(pool.imap(_utterance, jobs, chunksize=8), start=1):
+            rows.append(row)
+            if rows_done % 200 == 0 or rows_done == len(jobs):
+                rate = rows_done / (time.time() - started)
+                print(f"\r{name}: {rows_done}/{len(jobs)} utterances, {rate:.1f}/s", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.synthesize", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    for split, count in DEFAULT_SPLITS.items():
+        parser.add_argument(f"--{split}", type=int, default=count, help=f"{split} utterances")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--holdout-voice", default=DEFAULT_HOLDOUT, help="engine:name of the voice kept out of training")
+    args = parser.parse_args(argv)
+
+    voices = available_voices()
+    held_out = [v for v in voices if str(v) == args.holdout_voice]
+    if not held_out:
+        parser.error(f"--holdout-voice {args.holdout_voice} is not installed; choose from {', '.join(map(str, voices))}")
+    seen = [v for v in voices if v not in held_out]
+    pool = sentence_pool(args.train + args.dev + args.test, args.seed)
+    splits = {
+        "train": (pool[: args.train], seen, True),
+        "dev": (pool[args.train : args.train + args.dev], seen, False),
+        "test": (pool[args.train + args.dev :], seen, False),
+        "holdout_voice": (pool[args.train + args.dev :], held_out, False),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    for offset, (name, (sentences, split_voices, augmented)) in enumerate(splits.items()):
+        write_corpus(args.out / f"{name}.parquet", name, sentences, split_voices, args.seed + offset, augmented, args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
