@@ -125,6 +125,16 @@ class Parakeet:
         write_json(directory / checkpoint.CONFIG_FILE, self.config.to_dict())
         write_json(directory / checkpoint.PREPROCESSOR_FILE, self.feature_config.to_dict())
         self.tokenizer.save(directory / checkpoint.TOKENIZER_FILE)
+        write_json(
+            directory / checkpoint.TOKENIZER_CONFIG_FILE,
+            {
+                "tokenizer_class": "ParakeetTokenizer",
+                "processor_class": "ParakeetProcessor",
+                "pad_token": self.tokenizer.piece(self.config.blank_id),
+                "unk_token": self.tokenizer.piece(0),
+                "clean_up_tokenization_spaces": False,
+            },
+        )
         checkpoint.save_weights(self.network, directory)
 
 

@@ -19,8 +19,9 @@ WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 TOKENIZER_FILE = "tokenizer.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # tells transformers which tokenizer class and blank to use
 PROCESSOR_FILE = "processor_config.json"  # transformers >= 5 nests the feature extractor's settings here
-HUB_FILES = [CONFIG_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE, TOKENIZER_FILE, "tokenizer_config.json", "*.safetensors", WEIGHTS_INDEX_FILE]
+HUB_FILES = [CONFIG_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "*.safetensors", WEIGHTS_INDEX_FILE]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"  # the small model the project trains and ships
 

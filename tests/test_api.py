@@ -149,3 +149,18 @@ def test_incomplete_or_foreign_checkpoints(small_checkpoint, tmp_path: Path) -> 
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "parakeet_tdt"}))
     with pytest.raises(ConfigError, match="model_type 'parakeet_tdt' is not supported"):
         load_model(directory)
+
+
+def test_hub_repo_ids_are_downloaded_first(small_checkpoint, monkeypatch) -> None:
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id: str, allow_patterns: list[str]) -> str:
+        calls.append((repo_id, allow_patterns))
+        return str(small_checkpoint.directory)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = load_model("nvidia/parakeet-ctc-0.6b")
+    assert model.config.vocab_size == 257
+    assert calls[0][0] == "nvidia/parakeet-ctc-0.6b" and "*.safetensors" in calls[0][1]

@@ -109,3 +109,31 @@ def test_real_size_parity(tmp_path, speechlike: list[np.ndarray]) -> None:
     checkpoint = make_reference_checkpoint(tmp_path, REAL_ENCODER, vocab_size=1025)
     assert_parity(checkpoint, speechlike[:2])
     assert_parity(checkpoint, [speechlike[2]])
+
+
+def test_tokenizer_decodes_like_transformers(tmp_path) -> None:
+    """A 1024-piece SentencePiece-style BPE (+ blank), decoded from raw CTC frame ids with repeats and blanks."""
+    from transformers import ParakeetTokenizer
+
+    from model.decoding import greedy_ctc
+    from model.tokenizer import Tokenizer
+    from pipeline.sentences import sentence_pool
+    from pipeline.vocabulary import train_tokenizer
+
+    trained = train_tokenizer(sentence_pool(4000, seed=5), vocab_size=1025)
+    trained.save(str(tmp_path / "tokenizer.json"))
+    ours = Tokenizer.from_file(tmp_path / "tokenizer.json", blank_id=1024)
+    reference = ParakeetTokenizer(tokenizer_object=trained, pad_token="<pad>", unk_token="<unk>",
+                                  clean_up_tokenization_spaces=False)
+    assert ours.vocab_size == 1025 and ours.piece(1024) == "<pad>" and ours.piece(0) == "<unk>"
+
+    generator = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 1025, (64, 80), generator=generator)
+    frames[torch.rand(frames.shape, generator=generator) < 0.4] = 1024  # plenty of blanks
+    frames[:, 1::3] = frames[:, ::3][:, : frames[:, 1::3].shape[1]]  # and repeats
+    logits = torch.nn.functional.one_hot(frames, 1025).float()
+    spans = greedy_ctc(logits, torch.full((64,), 80), blank_id=1024)
+    ours_text = [ours.decode([s.token_id for s in row]) for row in spans]
+    assert ours_text == reference.batch_decode(frames, skip_special_tokens=True)
+    for text in sentence_pool(50, seed=6):  # repeats must survive outside CTC collapsing ("four four two")
+        assert ours.decode(ours.encode(text)) == text == reference.decode(reference.encode(text), group_tokens=False)
