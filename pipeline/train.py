@@ -1,0 +1,216 @@
+"""Training recipe: a small FastConformer-CTC on a synthesised parquet corpus, on CPU.
+
+    python -m pipeline.train --data data/corpus --out runs/small            # about an hour on 2 cores
+    python -m pipeline.train --data data/corpus --out runs/small --resume   # continue from runs/small/last.pt
+
+Writes runs/NAME/last.pt (resumable state) and runs/NAME/model/ (best dev WER, Hugging Face layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import torch
+
+from model import CTCConfig, EncoderConfig, FeatureConfig, Parakeet, ParakeetCTC
+from model.decoding import greedy_ctc
+from model.features import LogMelFeatures, pad_waveforms
+from model.tokenizer import Tokenizer
+from pipeline.corpus import read_parquet_audio
+from pipeline.metrics import char_error_rate, word_error_rate
+from pipeline.vocabulary import train_tokenizer
+
+
+@dataclass
+class Split:
+    features: list[torch.Tensor]  # (frames, mels), float16 to halve the memory
+    texts: list[str]
+    targets: list[list[int]]
+
+
+def featurize(path: Path, extractor: LogMelFeatures, tokenizer: Tokenizer) -> Split:
+    waveforms, texts = read_parquet_audio(path)
+    features = []
+    for waveform in waveforms:
+        feats, lengths = extractor(*pad_waveforms([waveform]))
+        features.append(feats[0, : int(lengths[0])].to(torch.float16))
+    return Split(features, texts, [tokenizer.encode(text) for text in texts])
+
+
+def length_batches(lengths: list[int], max_frames: int, rng: random.Random) -> list[list[int]]:
+    """Group similar lengths (little padding) into batches of at most `max_frames` padded frames, shuffled."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, current = [], []
+    for index in order:
+        if current and (len(current) + 1) * lengths[index] > max_frames:
+            batches.append(current)
+            current = []
+        current.append(index)
+    batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(split: Split, indices: list[int], blank_id: int) -> tuple[torch.Tensor, ...]:
+    feats = [split.features[i].float() for i in indices]
+    lengths = torch.tensor([len(f) for f in feats])
+    batch = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+    targets = [torch.tensor(split.targets[i]) for i in indices]
+    target_lengths = torch.tensor([len(t) for t in targets])
+    padded_targets = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=blank_id)
+    return batch, lengths, padded_targets, target_lengths
+
+
+def spec_augment(features: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Two frequency masks (<= 15 bins) and time masks (<= 5% of the utterance each) per utterance."""
+    features = features.clone()
+    mels = features.shape[2]
+    for row, length in enumerate(lengths.tolist()):
+        for _ in range(2):
+            width = int(torch.randint(0, 16, (), generator=generator))
+            start = int(torch.randint(0, mels - width + 1, (), generator=generator))
+            features[row, :, start : start + width] = 0
+        max_width = max(1, length // 20)
+        for _ in range(2):
+            width = int(torch.randint(0, max_width + 1, (), generator=generator))
+            start = int(torch.randint(0, max(1, length - width), (), generator=generator))
+            features[row, start : start + width] = 0
+    return features
+
+
+def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 5% of the peak."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@torch.inference_mode()
+def evaluate(network: ParakeetCTC, split: Split, tokenizer: Tokenizer, max_frames: int) -> tuple[float, float]:
+    network.eval()
+    hypotheses: dict[int, str] = {}
+    for indices in length_batches([len(f) for f in split.features], max_frames, random.Random(0)):
+        features, lengths, _, _ = collate(split, indices, network.config.blank_id)
+        logits, logit_lengths = network(features, lengths)
+        for index, spans in zip(indices, greedy_ctc(logits, logit_lengths, network.config.blank_id)):
+            hypotheses[index] = tokenizer.decode([s.token_id for s in spans])
+    network.train()
+    ordered = [hypotheses[i] for i in range(len(split.texts))]
+    return word_error_rate(split.texts, ordered), char_error_rate(split.texts, ordered)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, required=True, help="directory with train.parquet and dev.parquet")
+    parser.add_argument("--out", type=Path, required=True, help="run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--max-frames", type=int, default=12000, help="padded feature frames per batch")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--vocab-size", type=int, default=257, help="tokenizer size including the blank")
+    parser.add_argument("--hidden", type=int, default=144)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--subsampling-channels", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    state_path = args.out / "last.pt"
+    if args.resume and not state_path.is_file():
+        sys.exit(f"--resume: {state_path} does not exist")
+
+    tokenizer_path = args.out / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        texts = pq.read_table(args.data / "train.parquet", columns=["text"]).column("text").to_pylist()
+        train_tokenizer(texts, args.vocab_size).save(str(tokenizer_path))
+    tokenizer = Tokenizer.from_file(tokenizer_path, blank_id=args.vocab_size - 1)
+    config = CTCConfig(
+        vocab_size=args.vocab_size,
+        pad_token_id=args.vocab_size - 1,
+        encoder_config=EncoderConfig(
+            hidden_size=args.hidden,
+            num_hidden_layers=args.layers,
+            num_attention_heads=args.heads,
+            intermediate_size=4 * args.hidden,
+            subsampling_conv_channels=args.subsampling_channels,
+            layerdrop=0.0,
+        ),
+    )
+    feature_config = FeatureConfig()
+    extractor = LogMelFeatures(feature_config)
+    started = time.time()
+    train, dev = (featurize(args.data / f"{name}.parquet", extractor, tokenizer) for name in ("train", "dev"))
+    print(f"featurised {len(train.texts)} train / {len(dev.texts)} dev utterances in {time.time() - started:.0f} s",
+          file=sys.stderr)
+
+    network = ParakeetCTC(config).train()
+    print(f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters", file=sys.stderr)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-3, betas=(0.9, 0.98))
+    rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
+    lengths = [len(f) for f in train.features]
+    steps_per_epoch = len(length_batches(lengths, args.max_frames, random.Random(0)))
+    total_steps = args.epochs * steps_per_epoch
+    step, best_wer = 0, float("inf")
+    if args.resume:
+        state = torch.load(state_path, weights_only=False)
+        network.load_state_dict(state["network"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best_wer = state["step"], state["best_wer"]
+        rng.setstate(state["rng"])
+        generator.set_state(state["generator"])
+
+    smoothed, started = None, time.time()
+    start_step = step
+    while step < total_steps:
+        for indices in length_batches(lengths, args.max_frames, rng):
+            if step >= total_steps:
+                break
+            features, feature_lengths, targets, target_lengths = collate(train, indices, config.blank_id)
+            features = spec_augment(features, feature_lengths, generator)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, args.lr, args.warmup, total_steps)
+            loss = network.loss(features, feature_lengths, targets, target_lengths)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
+            optimizer.step()
+            step += 1
+            smoothed = float(loss) if smoothed is None else 0.98 * smoothed + 0.02 * float(loss)
+            elapsed = time.time() - started
+            eta = elapsed / (step - start_step) * (total_steps - step)
+            print(f"\rstep {step}/{total_steps} epoch {step / steps_per_epoch:.2f} loss {smoothed:.3f} "
+                  f"lr {optimizer.param_groups[0]['lr']:.2e} elapsed {elapsed / 60:.1f} min eta {eta / 60:.1f} min",
+                  end="", file=sys.stderr, flush=True)
+            if step % args.eval_every == 0 or step == total_steps:
+                wer, cer = evaluate(network, dev, tokenizer, args.max_frames)
+                if wer < best_wer:
+                    best_wer = wer
+                    Parakeet(config, feature_config, network, tokenizer).save_pretrained(args.out / "model")
+                    network.train()
+                print(f"\nstep {step}: dev WER {wer:.2%} CER {cer:.2%} (best {best_wer:.2%})", file=sys.stderr)
+                torch.save(
+                    {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "best_wer": best_wer, "rng": rng.getstate(), "generator": generator.get_state()},
+                    state_path,
+                )
+    print(f"\ndone: best dev WER {best_wer:.2%}; model in {args.out / 'model'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
