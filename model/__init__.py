@@ -1,10 +1,10 @@
 """Pure-PyTorch Parakeet: features, FastConformer encoder, CTC head, decoding, checkpoint loading."""
 
-from model.api import Parakeet, Transcript, load_model
+from model.api import Parakeet, load_model
 from model.audio import SAMPLE_RATE, AudioError, load_audio
 from model.checkpoint import CheckpointError
 from model.config import ConfigError, CTCConfig, EncoderConfig, FeatureConfig
-from model.decoding import Word
+from model.decoding import Transcript, Word
 from model.heads import ParakeetCTC
 
 __all__ = [

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,18 +11,11 @@ import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from model.config import CTCConfig, FeatureConfig, read_json, write_json
-from model.decoding import Word, greedy_ctc, words_from_spans
+from model.config import CTCConfig, FeatureConfig, encoder_frame_samples, write_json
+from model.decoding import Transcript, greedy_ctc, transcript_from_spans
 from model.features import LogMelFeatures, pad_waveforms
 from model.heads import ParakeetCTC
 from model.tokenizer import Tokenizer
-
-
-@dataclass(frozen=True)
-class Transcript:
-    text: str
-    words: list[Word] = field(default_factory=list)
-    duration: float = 0.0  # seconds of input audio
 
 
 class Parakeet:
@@ -50,8 +42,7 @@ class Parakeet:
     @property
     def frame_seconds(self) -> float:
         """Seconds per encoder frame (80 ms for the official models)."""
-        cfg = self.feature_config
-        return cfg.hop_length * self.config.encoder_config.subsampling_factor / cfg.sampling_rate
+        return encoder_frame_samples(self.feature_config, self.config.encoder_config) / SAMPLE_RATE
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Parakeet:
         self.network.to(device=device, dtype=dtype)
@@ -90,12 +81,10 @@ class Parakeet:
         features, frame_lengths = self.features(batch.to(self.device), lengths.to(self.device))
         dtype = next(self.network.parameters()).dtype
         logits, logit_lengths = self.network(features.to(dtype), frame_lengths)
-        transcripts = []
-        for waveform, spans in zip(waveforms, greedy_ctc(logits, logit_lengths, self.config.blank_id)):
-            text = self.tokenizer.decode([span.token_id for span in spans])
-            words = words_from_spans(spans, self.tokenizer, self.frame_seconds)
-            transcripts.append(Transcript(text, words, len(waveform) / SAMPLE_RATE))
-        return transcripts
+        return [
+            transcript_from_spans(spans, self.tokenizer, self.frame_seconds, len(waveform) / SAMPLE_RATE)
+            for waveform, spans in zip(waveforms, greedy_ctc(logits, logit_lengths, self.config.blank_id))
+        ]
 
     def transcribe(
         self,
@@ -145,11 +134,8 @@ def load_model(
 ) -> Parakeet:
     """Load a checkpoint directory (or Hub repo id); with no argument, the embedded default model."""
     directory = checkpoint.resolve(name_or_path)
-    config = CTCConfig.from_dict(read_json(directory / checkpoint.CONFIG_FILE))
-    feature_config = FeatureConfig.from_dict(checkpoint.read_feature_settings(directory))
-    tokenizer = Tokenizer.from_file(directory / checkpoint.TOKENIZER_FILE, config.blank_id)
-    network = ParakeetCTC(config)
-    checkpoint.load_weights(network, directory)
-    model = Parakeet(config, feature_config, network, tokenizer)
+    config, feature_config = checkpoint.read_configs(directory)
+    network = checkpoint.read_network(directory, config)
+    model = Parakeet(config, feature_config, network, checkpoint.read_tokenizer(directory, config))
     model.name = directory.name
     return model.to(device, dtype)

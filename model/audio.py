@@ -23,6 +23,22 @@ class AudioError(ValueError):
     """Audio that cannot be turned into a mono 16 kHz waveform; the message names the input."""
 
 
+class UnsupportedFormatError(AudioError):
+    """Audio in a container this package recognises but cannot decode (libsndfile reads wav, flac, ogg, mp3)."""
+
+
+# Leading bytes of audio containers libsndfile cannot read, so they get a specific error instead of "corrupt".
+UNSUPPORTED_CONTAINERS = {b"ftyp": "MP4/M4A/AAC", b"\x1aE\xdf\xa3": "WebM/Matroska", b"#!AMR": "AMR", b"\xff\xf1": "ADTS AAC", b"\xff\xf9": "ADTS AAC"}
+
+
+def unsupported_container(data: bytes) -> str | None:
+    """The name of an unsupported container `data` starts with, if any."""
+    for magic, name in UNSUPPORTED_CONTAINERS.items():
+        if data.startswith(magic) or (magic == b"ftyp" and data[4:8] == magic):
+            return name
+    return None
+
+
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Band-limited resampling (libsoxr, 'HQ') of a mono float waveform."""
     if orig_sr <= 0:
@@ -41,7 +57,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     raise AudioError(f"audio must be 1-D (samples) or 2-D (samples, channels), got shape {audio.shape}")
 
 
-def validate_waveform(audio: np.ndarray, name: str) -> np.ndarray:
+def validate_waveform(audio: np.ndarray, name: str, allow_empty: bool = False) -> np.ndarray:
     """Check a decoded waveform and return it as contiguous float32."""
     if not isinstance(audio, np.ndarray):
         raise AudioError(f"{name}: expected a numpy array, got {type(audio).__name__}")
@@ -53,7 +69,7 @@ def validate_waveform(audio: np.ndarray, name: str) -> np.ndarray:
             "(e.g. pcm.astype(np.float32) / 32768)"
         )
     audio = to_mono(audio)
-    if audio.size == 0:
+    if audio.size == 0 and not allow_empty:
         raise AudioError(f"{name}: audio is empty")
     if not np.isfinite(audio).all():
         raise AudioError(f"{name}: audio contains NaN or infinite samples")
@@ -62,11 +78,19 @@ def validate_waveform(audio: np.ndarray, name: str) -> np.ndarray:
 
 def decode_audio(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
     """Decode an encoded file (wav, flac, ogg, mp3, ...) held in memory."""
+    return _read(io.BytesIO(data), data[:16], name)
+
+
+def _read(file: io.BytesIO | Path, head: bytes, name: str) -> tuple[np.ndarray, int]:
+    container = unsupported_container(head)
+    if container:
+        raise UnsupportedFormatError(f"{name}: {container} audio is not supported; send wav, flac, ogg or mp3")
     try:
-        audio, sr = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
-    except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
+        return soundfile.read(file, dtype="float32", always_2d=False)
+    except soundfile.LibsndfileError as err:
+        raise AudioError(f"{name}: cannot decode audio: {err.error_string}") from None
+    except (RuntimeError, TypeError) as err:
         raise AudioError(f"{name}: cannot decode audio: {err}") from None
-    return audio, sr
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
@@ -74,14 +98,14 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
-    try:
-        audio, sr = soundfile.read(path, dtype="float32", always_2d=False)
-    except (soundfile.LibsndfileError, RuntimeError) as err:
-        raise AudioError(f"{path}: cannot decode audio: {err}") from None
-    return audio, sr
+    with path.open("rb") as file:
+        head = file.read(16)
+    return _read(path, head, str(path))
 
 
-def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
+def load_audio(
+    source: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None, allow_empty: bool = False
+) -> np.ndarray:
     """Any supported source -> mono float32 waveform at SAMPLE_RATE.
 
     `sample_rate` is the rate of a numpy `source`; files and bytes carry their own.
@@ -95,5 +119,5 @@ def load_audio(source: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | 
     else:
         name = name or "<array>"
         audio = source
-    audio = validate_waveform(audio, name)
+    audio = validate_waveform(audio, name, allow_empty)
     return resample(audio, sample_rate, SAMPLE_RATE)

@@ -12,7 +12,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from model.config import ConfigError, read_json
+from model.config import ConfigError, CTCConfig, FeatureConfig, read_json
+from model.heads import ParakeetCTC
+from model.tokenizer import Tokenizer
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -119,3 +121,18 @@ def save_weights(module: nn.Module, directory: Path) -> None:
     state = {name: tensor.detach().contiguous().cpu() for name, tensor in module.state_dict().items()}
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
+
+
+def read_configs(directory: Path) -> tuple[CTCConfig, FeatureConfig]:
+    """The model's and the feature extractor's configuration, without touching the weights."""
+    return CTCConfig.from_dict(read_json(directory / CONFIG_FILE)), FeatureConfig.from_dict(read_feature_settings(directory))
+
+
+def read_tokenizer(directory: Path, config: CTCConfig) -> Tokenizer:
+    return Tokenizer.from_file(directory / TOKENIZER_FILE, config.blank_id)
+
+
+def read_network(directory: Path, config: CTCConfig) -> ParakeetCTC:
+    network = ParakeetCTC(config)
+    load_weights(network, directory)
+    return network

@@ -148,6 +148,11 @@ class CTCConfig:
         return {"architectures": ["ParakeetForCTC"], "model_type": self.model_type, **values}
 
 
+def encoder_frame_samples(features: FeatureConfig, encoder: EncoderConfig) -> int:
+    """Audio samples per encoder output frame: the feature hop times the subsampling (1280, i.e. 80 ms)."""
+    return features.hop_length * encoder.subsampling_factor
+
+
 def read_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict
 
 from model import Transcript, Word
@@ -50,6 +51,25 @@ def to_subtitles(transcript: Transcript, kind: str) -> str:
 
 def transcript_dict(transcript: Transcript) -> dict:
     return asdict(transcript)
+
+
+def segments(transcript: Transcript) -> list[dict]:
+    """Subtitle-sized segments (the cues) with their times, as the OpenAI verbose_json format lists them."""
+    return [
+        {"id": number, "seek": 0, "start": cue[0].start, "end": cue[-1].end, "text": " ".join(w.word for w in cue)}
+        for number, cue in enumerate(cues(transcript.words))
+    ]
+
+
+def verbose_json(transcript: Transcript, granularities: Collection[str] = ("segment",)) -> dict:
+    """OpenAI's verbose_json transcription object; `granularities` picks "segment" and/or "word" timestamps."""
+    response: dict = {"task": "transcribe", "language": "english", "duration": transcript.duration,
+                      "text": transcript.text}
+    if "segment" in granularities:
+        response["segments"] = segments(transcript)
+    if "word" in granularities:
+        response["words"] = [asdict(word) for word in transcript.words]
+    return response
 
 
 def render(transcript: Transcript, kind: str) -> str:

@@ -12,7 +12,7 @@ import soundfile
 from safetensors.torch import load_file, save_file
 
 from model import AudioError, CheckpointError, ConfigError, load_model
-from model.audio import load_audio
+from model.audio import UnsupportedFormatError, load_audio
 from tests.reference import SHARED_AUDIO, SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint
 
 
@@ -92,8 +92,14 @@ def test_bad_files_are_named(model, tmp_path: Path) -> None:
         model.transcribe(garbage)
     with pytest.raises(AudioError, match=r"missing\.wav: no such audio file"):
         model.transcribe(tmp_path / "missing.wav")
-    with pytest.raises(AudioError, match="input 0: cannot decode audio"):
+    with pytest.raises(AudioError, match="input 0: cannot decode audio: Error in WAV file"):
         model.transcribe(b"RIFF....WAVEfmt ")
+    m4a = tmp_path / "voice.m4a"
+    m4a.write_bytes(b"\x00\x00\x00\x20ftypM4A " + bytes(64))
+    with pytest.raises(UnsupportedFormatError, match=r"voice\.m4a: MP4/M4A/AAC audio is not supported"):
+        model.transcribe(m4a)
+    with pytest.raises(UnsupportedFormatError, match="WebM"):
+        model.transcribe(b"\x1aE\xdf\xa3" + bytes(64))
 
 
 def test_audio_longer_than_position_table(tmp_path: Path) -> None:

@@ -1,0 +1,222 @@
+"""The three stages of transcription as plain classes, shared by the Serve app and the batch job.
+
+    Featurizer (CPU)      audio -> windows of normalised log-mel features
+    Encoder (GPU or CPU)  feature windows -> per-frame best CTC ids, through fixed-shape buckets
+    Decoder (CPU)         an utterance's windows of best ids -> Transcript
+
+Audio longer than the largest bucket is cut into overlapping windows, each encoded on its own; a window commits
+only the tokens that start inside its middle part, so every token is kept exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model import checkpoint
+from model.audio import SAMPLE_RATE, AudioSource, load_audio
+from model.config import FeatureConfig, encoder_frame_samples
+from model.decoding import Transcript, token_spans, transcript_from_spans
+from model.features import LogMelFeatures, pad_waveforms
+from model.heads import ParakeetCTC
+from model.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The fixed (batch size, feature frames) shapes the encoder runs; frames are 10 ms feature frames."""
+
+    batch_sizes: tuple[int, ...] = (1, 4, 8)
+    frame_counts: tuple[int, ...] = (1000, 2000, 3000)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_sizes", "frame_counts"):
+            values = getattr(self, name)
+            if not values or any(v <= 0 for v in values) or list(values) != sorted(set(values)):
+                raise ValueError(f"bucket {name} must be distinct positive numbers in increasing order, got {values}")
+
+    @property
+    def max_batch_size(self) -> int:
+        return self.batch_sizes[-1]
+
+    @property
+    def max_frames(self) -> int:
+        return self.frame_counts[-1]
+
+    def shape_for(self, count: int, frames: int) -> tuple[int, int]:
+        """The smallest bucket holding `count` windows of up to `frames` frames."""
+        batch = next(b for b in self.batch_sizes if b >= count)
+        return batch, next(f for f in self.frame_counts if f >= frames)
+
+    def shapes(self) -> list[tuple[int, int]]:
+        return [(b, f) for b in self.batch_sizes for f in self.frame_counts]
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where one encoded window sits in its utterance, in encoder frames from the start of the audio.
+
+    The window keeps the tokens whose first frame lies in [keep_start, keep_end).
+    """
+
+    offset: int
+    keep_start: int
+    keep_end: float  # math.inf for the last window
+
+
+@dataclass
+class FeaturizedAudio:
+    features: list[np.ndarray]  # one (frames, mels) float32 array per window
+    windows: list[Window]
+    duration: float  # seconds
+
+    @property
+    def frames(self) -> int:
+        return sum(len(f) for f in self.features)
+
+
+def plan_windows(samples: int, frame_samples: int, window_samples: int, context_samples: int) -> list[tuple[int, int, Window]]:
+    """Cut `samples` into windows of at most `window_samples`, overlapping by `context_samples` on each side.
+
+    Returns (first sample, end sample, Window) per window; all boundaries fall on encoder frames.
+    """
+    if samples <= window_samples:
+        return [(0, samples, Window(0, 0, math.inf))]
+    stride = (window_samples - 2 * context_samples) // frame_samples * frame_samples
+    if stride <= 0 or context_samples % frame_samples:
+        raise ValueError(f"context {context_samples} samples must be a multiple of {frame_samples} and leave room in a "
+                         f"window of {window_samples} samples")
+    plan = []
+    for keep_start in range(0, samples, stride):
+        keep_end = keep_start + stride
+        start, end = max(0, keep_start - context_samples), min(samples, keep_end + context_samples)
+        last = keep_end >= samples
+        window = Window(start // frame_samples, keep_start // frame_samples, math.inf if last else keep_end // frame_samples)
+        plan.append((start, end, window))
+    return plan
+
+
+class Featurizer:
+    """Encoded audio or waveforms -> windows of log-mel features, sized for the encoder's largest bucket."""
+
+    def __init__(self, feature_config: FeatureConfig, frame_samples: int, max_frames: int, context_seconds: float = 2.0):
+        self.features = LogMelFeatures(feature_config)
+        self.frame_samples = frame_samples
+        self.window_samples = max_frames * feature_config.hop_length
+        self.context_samples = round(context_seconds * SAMPLE_RATE / frame_samples) * frame_samples
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None, max_frames: int, context_seconds: float = 2.0) -> Featurizer:
+        config, feature_config = checkpoint.read_configs(checkpoint.resolve(model))
+        return cls(feature_config, encoder_frame_samples(feature_config, config.encoder_config), max_frames, context_seconds)
+
+    def __call__(self, audio: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> FeaturizedAudio:
+        """Raises AudioError for audio that cannot be decoded; audio too short for a frame gives no windows."""
+        waveform = load_audio(audio, sample_rate, name, allow_empty=True)
+        duration = len(waveform) / SAMPLE_RATE
+        if len(waveform) < self.features.min_samples:
+            return FeaturizedAudio([], [], duration)
+        features, windows = [], []
+        for start, end, window in plan_windows(len(waveform), self.frame_samples, self.window_samples, self.context_samples):
+            feats, lengths = self.features(*pad_waveforms([waveform[start:end]]))
+            features.append(feats[0, : int(lengths[0])].numpy())
+            windows.append(window)
+        return FeaturizedAudio(features, windows, duration)
+
+
+class Encoder:
+    """Feature windows -> per-frame best CTC ids, run in fixed (batch, frames) shapes so a compiled model never
+    recompiles. On CUDA it runs in `dtype` with CUDA graphs ("reduce-overhead"); on CPU the same code runs through
+    inductor."""
+
+    def __init__(self, network: ParakeetCTC, buckets: Buckets, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                 compile: bool = True) -> None:
+        self.buckets = buckets
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.network = network.to(self.device, dtype).eval()
+        self.mels = network.config.encoder_config.num_mel_bins
+        self.blank_id = network.config.blank_id
+        self._forward = self.network
+        if compile:
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(buckets.shapes()))
+            mode = "reduce-overhead" if self.device.type == "cuda" else None
+            self._forward = torch.compile(self.network, dynamic=True, mode=mode)
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None, buckets: Buckets, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32, compile: bool = True) -> Encoder:
+        directory = checkpoint.resolve(model)
+        config, _ = checkpoint.read_configs(directory)
+        return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile)
+
+    def warm_up(self) -> None:
+        """Run every bucket once (twice for CUDA graphs to record), so no request pays for compilation."""
+        for batch, frames in self.buckets.shapes():
+            for _ in range(2 if self.device.type == "cuda" else 1):
+                self._run(np.zeros((batch, frames, self.mels), np.float32), np.full(batch, frames))
+
+    @torch.inference_mode()
+    def _run(self, features: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        logits, logit_lengths = self._forward(
+            torch.from_numpy(features).to(self.device, self.dtype), torch.from_numpy(lengths).to(self.device)
+        )
+        best = logits.argmax(dim=-1).to(torch.int32).cpu().numpy()
+        return [row[:length] for row, length in zip(best, logit_lengths.cpu().tolist())]
+
+    def check(self, features: np.ndarray) -> None:
+        """Reject a window the buckets cannot hold, before it can spoil a batch."""
+        if not isinstance(features, np.ndarray) or features.ndim != 2 or features.shape[1] != self.mels:
+            shape = getattr(features, "shape", type(features).__name__)
+            raise ValueError(f"features must be a (frames, {self.mels}) array, got {shape}")
+        if not 0 < len(features) <= self.buckets.max_frames:
+            raise ValueError(f"a window has {len(features)} frames; the buckets hold 1 to {self.buckets.max_frames}")
+
+    def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """Windows of (frames, mels) features -> their best ids per encoder frame, in order."""
+        for features in windows:
+            self.check(features)
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
+        results: list[np.ndarray] = [np.empty(0, np.int32)] * len(windows)
+        for start in range(0, len(order), self.buckets.max_batch_size):
+            group = order[start : start + self.buckets.max_batch_size]
+            batch, frames = self.buckets.shape_for(len(group), len(windows[group[0]]))
+            padded = np.zeros((batch, frames, self.mels), np.float32)
+            lengths = np.full(batch, frames)  # filler rows are full length so their masks stay well-formed
+            for row, index in enumerate(group):
+                padded[row, : len(windows[index])] = windows[index]
+                lengths[row] = len(windows[index])
+            for index, best in zip(group, self._run(padded, lengths)):
+                results[index] = best
+        return results
+
+    def fill_ratio(self, windows: list[np.ndarray]) -> float:
+        """Share of the padded bucket frames that real frames fill (1.0: no padding at all)."""
+        batch, frames = self.buckets.shape_for(len(windows), max(len(w) for w in windows))
+        return sum(len(w) for w in windows) / (batch * frames)
+
+
+class Decoder:
+    """Best-id windows of one utterance -> its Transcript (repeats merged, blanks dropped, words timed)."""
+
+    def __init__(self, tokenizer: Tokenizer, frame_seconds: float) -> None:
+        self.tokenizer = tokenizer
+        self.frame_seconds = frame_seconds
+
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike | None) -> Decoder:
+        directory = checkpoint.resolve(model)
+        config, feature_config = checkpoint.read_configs(directory)
+        frame_seconds = encoder_frame_samples(feature_config, config.encoder_config) / SAMPLE_RATE
+        return cls(checkpoint.read_tokenizer(directory, config), frame_seconds)
+
+    def __call__(self, windows: list[Window], best_ids: list[np.ndarray], duration: float) -> Transcript:
+        spans = []
+        for window, ids in zip(windows, best_ids):
+            spans += [span for span in token_spans(ids.tolist(), self.tokenizer.blank_id, window.offset)
+                      if window.keep_start <= span.start < window.keep_end]
+        return transcript_from_spans(spans, self.tokenizer, self.frame_seconds, duration)

@@ -1,0 +1,101 @@
+"""The stage classes shared by the Serve app and the batch job: windows, buckets, and agreement with the model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from model import load_model
+from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, plan_windows
+from tests.reference import ReferenceCheckpoint
+
+FRAME = 1280  # samples per encoder frame
+
+
+@pytest.fixture(scope="module")
+def model(small_checkpoint: ReferenceCheckpoint):
+    return load_model(small_checkpoint.directory)
+
+
+def stages(directory, buckets: Buckets, compile: bool = False) -> tuple[Featurizer, Encoder, Decoder]:
+    return (Featurizer.from_pretrained(directory, buckets.max_frames, context_seconds=0.64),
+            Encoder.from_pretrained(directory, buckets, compile=compile), Decoder.from_pretrained(directory))
+
+
+def run(featurizer: Featurizer, encoder: Encoder, decoder: Decoder, audio: np.ndarray):
+    featurized = featurizer(audio)
+    return decoder(featurized.windows, encoder(featurized.features), featurized.duration)
+
+
+@pytest.mark.parametrize("samples", [FRAME * 10, FRAME * 31 + 77, FRAME * 100 - 1, 16000 * 60 + 5])
+def test_windows_keep_every_frame_exactly_once(samples: int) -> None:
+    plan = plan_windows(samples, FRAME, window_samples=FRAME * 30, context_samples=FRAME * 4)
+    assert plan[0][0] == 0 and plan[-1][1] == samples
+    kept = []
+    for start, end, window in plan:
+        assert end - start <= FRAME * 30 and start % FRAME == 0 and window.offset == start // FRAME
+        assert start // FRAME <= window.keep_start and (window.keep_end == math.inf or window.keep_end * FRAME <= end)
+        kept.append((window.keep_start, window.keep_end))
+    assert kept[0][0] == 0 and kept[-1][1] == math.inf
+    assert all(a[1] == b[0] for a, b in zip(kept, kept[1:]))  # contiguous, no overlap
+
+
+def test_buckets_pick_the_smallest_fitting_shape() -> None:
+    buckets = Buckets((1, 4, 8), (100, 200))
+    assert buckets.shape_for(1, 100) == (1, 100)
+    assert buckets.shape_for(3, 101) == (4, 200)
+    assert len(buckets.shapes()) == 6
+    with pytest.raises(ValueError, match="increasing order"):
+        Buckets((4, 1), (100,))
+
+
+def test_stages_agree_with_the_model(model, small_checkpoint, speechlike) -> None:
+    featurizer, encoder, decoder = stages(small_checkpoint.directory, Buckets((1, 2, 4), (200, 400)))
+    expected = [model.transcribe(clip)[0] for clip in speechlike]
+    assert [run(featurizer, encoder, decoder, clip) for clip in speechlike] == expected
+    # Several windows in one padded bucket give the same ids as each alone.
+    features = [featurizer(clip).features[0] for clip in speechlike]
+    together, alone = encoder(features), [encoder([f])[0] for f in features]
+    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+
+
+def test_long_audio_is_split_and_merged(model, small_checkpoint, speechlike) -> None:
+    featurizer, encoder, decoder = stages(small_checkpoint.directory, Buckets((1, 4), (150,)))
+    audio = np.concatenate(speechlike * 3)
+    featurized = featurizer(audio)
+    assert len(featurized.windows) > 2 and max(len(f) for f in featurized.features) <= 150
+    transcript = run(featurizer, encoder, decoder, audio)
+    assert transcript.duration == pytest.approx(len(audio) / 16000)
+    starts = [word.start for word in transcript.words]
+    assert starts == sorted(starts)
+
+
+def test_empty_and_tiny_audio_give_empty_transcripts(small_checkpoint) -> None:
+    featurizer, encoder, decoder = stages(small_checkpoint.directory, Buckets((1,), (200,)))
+    for audio in (np.zeros(0, np.float32), np.zeros(100, np.float32)):
+        transcript = run(featurizer, encoder, decoder, audio)
+        assert transcript.text == "" and transcript.words == []
+
+
+def test_encoder_rejects_windows_its_buckets_cannot_hold(small_checkpoint) -> None:
+    encoder = Encoder.from_pretrained(small_checkpoint.directory, Buckets((1,), (200,)), compile=False)
+    with pytest.raises(ValueError, match="buckets hold 1 to 200"):
+        encoder([np.zeros((201, 80), np.float32)])
+    with pytest.raises(ValueError, match=r"\(frames, 80\)"):
+        encoder([np.zeros((20, 64), np.float32)])
+
+
+@pytest.mark.slow
+def test_compiled_encoder_matches_eager_and_never_recompiles_after_warm_up(small_checkpoint, speechlike) -> None:
+    buckets = Buckets((1, 2), (200, 400))
+    featurizer, eager, _ = stages(small_checkpoint.directory, buckets)
+    compiled = Encoder.from_pretrained(small_checkpoint.directory, buckets, compile=True)
+    compiled.warm_up()
+    frames_compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    features = [featurizer(clip).features[0] for clip in speechlike]
+    for batch in ([features[0]], features[:2], features[1:], [features[2]]):
+        assert all(np.array_equal(a, b) for a, b in zip(compiled(batch), eager(batch)))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames_compiled
