@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 from pipeline.formats import FORMATS, render
 
@@ -19,6 +21,29 @@ def transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    import ray
+    from ray import serve as ray_serve
+
+    from deployments.app import build_app
+
+    # A busy small machine can take longer than Serve's 5 s default to start the HTTP proxy.
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
+    ray.init()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
+    compile_encoder = {"auto": None, "on": True, "off": False}[args.compile]
+    app = build_app({"model": args.model, "device": args.device, "compile": compile_encoder})
+    ray_serve.start(http_options={"host": args.host, "port": args.port})
+    ray_serve.run(app, name="parakeet", route_prefix="/")
+    print(f"parakeet: serving on http://{args.host}:{args.port} (POST /v1/audio/transcriptions); Ctrl-C stops",
+          file=sys.stderr, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        ray_serve.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parakeet", description="Parakeet speech-to-text.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--format", choices=FORMATS, default="text")
     command.add_argument("--batch-size", type=int, default=8)
     command.set_defaults(run=transcribe)
+
+    command = commands.add_parser("serve", help="run the Ray Serve app (HTTP API) on this machine or RAY_ADDRESS")
+    command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
+    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument("--port", type=int, default=8000)
+    command.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                         help="encoder device; auto uses GPUs when the cluster has them")
+    command.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                         help="torch.compile the encoder: auto compiles on cuda only (CPU warm-up takes minutes)")
+    command.set_defaults(run=serve)
     return parser
 
 

@@ -26,6 +26,9 @@ from model.heads import ParakeetCTC
 from model.tokenizer import Tokenizer
 
 
+SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcribed as "" without the model
+
+
 @dataclass(frozen=True)
 class Buckets:
     """The fixed (batch size, feature frames) shapes the encoder runs; frames are 10 ms feature frames."""
@@ -115,10 +118,10 @@ class Featurizer:
         return cls(feature_config, encoder_frame_samples(feature_config, config.encoder_config), max_frames, context_seconds)
 
     def __call__(self, audio: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> FeaturizedAudio:
-        """Raises AudioError for audio that cannot be decoded; audio too short for a frame gives no windows."""
+        """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no windows."""
         waveform = load_audio(audio, sample_rate, name, allow_empty=True)
         duration = len(waveform) / SAMPLE_RATE
-        if len(waveform) < self.features.min_samples:
+        if len(waveform) < self.features.min_samples or np.abs(waveform).max() < SILENCE_PEAK:
             return FeaturizedAudio([], [], duration)
         features, windows = [], []
         for start, end, window in plan_windows(len(waveform), self.frame_samples, self.window_samples, self.context_samples):

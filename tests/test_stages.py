@@ -75,7 +75,7 @@ def test_long_audio_is_split_and_merged(model, small_checkpoint, speechlike) -> 
 
 def test_empty_and_tiny_audio_give_empty_transcripts(small_checkpoint) -> None:
     featurizer, encoder, decoder = stages(small_checkpoint.directory, Buckets((1,), (200,)))
-    for audio in (np.zeros(0, np.float32), np.zeros(100, np.float32)):
+    for audio in (np.zeros(0, np.float32), np.zeros(100, np.float32), np.full(48000, 5e-5, np.float32)):
         transcript = run(featurizer, encoder, decoder, audio)
         assert transcript.text == "" and transcript.words == []
 

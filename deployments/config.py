@@ -1,0 +1,71 @@
+"""The Serve application's options: the `args:` of serve_config.yaml, or `parakeet serve` flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.stages import Buckets
+
+DEVICES = ("auto", "cuda", "cpu")
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEFAULT_MODEL_NAME = "parakeet-ctc-default"  # the embedded model's name in /v1/models
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    model: str | None = None  # checkpoint directory or Hub repo id; None: the embedded default model
+    device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
+    dtype: str = "auto"  # auto: bfloat16 on cuda, float32 on cpu
+    compile: bool | None = None  # torch.compile the encoder; None: on cuda only (CPU inductor warm-up takes minutes)
+    batch_sizes: tuple[int, ...] = (1, 4, 8)
+    frame_counts: tuple[int, ...] = (1000, 2000, 3000)  # 10 ms feature frames: 10, 20 and 30 s windows
+    batch_wait_timeout_s: float = 0.01
+    context_seconds: float = 2.0  # overlap on each side of a window of long audio
+    max_upload_mb: float = 100.0
+    encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
+        object.__setattr__(self, "frame_counts", tuple(self.frame_counts))
+        self.buckets  # validates them
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> AppConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values or {}) - names)
+        if unknown:
+            raise ValueError(f"unknown application option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        return cls(**(values or {}))
+
+    @property
+    def buckets(self) -> Buckets:
+        return Buckets(self.batch_sizes, self.frame_counts)
+
+    @property
+    def model_name(self) -> str:
+        if self.model is None:
+            return DEFAULT_MODEL_NAME
+        return self.model if not Path(self.model).expanduser().is_dir() else Path(self.model).resolve().name
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def torch_dtype(self, device: str) -> torch.dtype:
+        return DTYPES[self.dtype] or (torch.bfloat16 if device == "cuda" else torch.float32)
+
+    def compiles_on(self, device: str) -> bool:
+        return self.compile if self.compile is not None else device == "cuda"
+
+    def cpu_threads(self) -> int:
+        return self.encoder_threads or os.cpu_count() or 1

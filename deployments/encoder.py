@@ -1,0 +1,75 @@
+"""The encoder deployment: batches windows from many requests into fixed-shape buckets on one accelerator."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from ray import serve
+from ray.serve.metrics import Histogram
+
+from deployments.config import AppConfig
+from pipeline.stages import Encoder
+
+RATIO_BOUNDARIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+SECONDS_BOUNDARIES = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+
+
+@serve.deployment(name="Encoder", max_ongoing_requests=256, health_check_period_s=10)
+class EncoderDeployment:
+    """`encode(features)` -> best CTC ids per encoder frame; concurrent calls share batches."""
+
+    def __init__(self, config: AppConfig, device: str) -> None:
+        if device == "cpu":
+            torch.set_num_threads(config.cpu_threads())
+        # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        self.encoder = self._executor.submit(
+            Encoder.from_pretrained, config.model, config.buckets, device, config.torch_dtype(device), config.compiles_on(device)
+        ).result()
+        self._executor.submit(self.encoder.warm_up).result()
+        self._encode_batch.set_max_batch_size(config.buckets.max_batch_size)
+        self._encode_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        self.batch_sizes: Counter[int] = Counter()
+        self.fill_ratio = Histogram("parakeet_encoder_batch_fill_ratio", boundaries=RATIO_BOUNDARIES,
+                                    description="Share of a padded bucket that real feature frames fill.")
+        self.batch_size = Histogram("parakeet_encoder_batch_size", boundaries=[1, 2, 4, 8, 16, 32, 64],
+                                    description="Windows per encoder batch.")
+        self.queue_wait = Histogram("parakeet_encoder_queue_wait_seconds", boundaries=SECONDS_BOUNDARIES,
+                                    description="Time a window waits at the encoder before its batch starts.")
+
+    async def encode(self, features: np.ndarray) -> np.ndarray:
+        self.encoder.check(features)  # a bad window fails alone, before it joins a batch
+        result = await self._encode_batch((time.monotonic(), features))
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def _encode_batch(self, items: list[tuple[float, np.ndarray]]) -> list[np.ndarray | Exception]:
+        started = time.monotonic()
+        windows = [features for _, features in items]
+        for queued, _ in items:
+            self.queue_wait.observe(started - queued)
+        self.batch_sizes[len(windows)] += 1
+        self.batch_size.observe(len(windows))
+        self.fill_ratio.observe(self.encoder.fill_ratio(windows))
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self.encoder, windows)
+        except Exception:  # find the culprit: run each window alone, so only a failing one fails
+            results: list[np.ndarray | Exception] = []
+            for window in windows:
+                try:
+                    results.append((await loop.run_in_executor(self._executor, self.encoder, [window]))[0])
+                except Exception as err:
+                    results.append(err)
+            return results
+
+    def stats(self) -> dict[int, int]:
+        """How many batches of each size this replica has run."""
+        return dict(self.batch_sizes)

@@ -1,0 +1,134 @@
+"""The ingress: OpenAI-compatible HTTP routes and the Python `DeploymentHandle` API, composing the stages."""
+
+# No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
+import asyncio
+import time
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+from ray.serve.metrics import Counter, Histogram
+
+from deployments.config import AppConfig
+from model.audio import SAMPLE_RATE, AudioError, UnsupportedFormatError
+from model.decoding import Transcript
+from pipeline.formats import render, verbose_json
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("word", "segment")
+
+app = FastAPI(title="parakeet-serve", summary="Parakeet speech-to-text, OpenAI-compatible")
+
+
+class RequestError(Exception):
+    """A request the service refuses, with the HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+def error_response(status: int, message: str, code: str) -> JSONResponse:
+    """OpenAI's error body: {"error": {"message", "type", "code"}}."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
+
+
+@app.exception_handler(RequestError)
+async def _request_error(request: Request, err: RequestError) -> JSONResponse:
+    return error_response(err.status, err.message, err.code)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in err.errors())
+    return error_response(400, f"invalid request: {problems}", "invalid_request")
+
+
+@app.middleware("http")
+async def _limit_upload_size(request: Request, call_next):
+    """Refuse an oversized body from its Content-Length, before it is read."""
+    limit = getattr(request.app.state, "max_upload_bytes", None)
+    length = request.headers.get("content-length")
+    if limit and length and length.isdigit() and int(length) > limit:
+        return error_response(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "too_large")
+    return await call_next(request)
+
+
+def original_error(err: BaseException) -> BaseException:
+    """The exception a replica raised, unwrapped from Ray's RayTaskError."""
+    return getattr(err, "cause", None) or err
+
+
+@serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+@serve.ingress(app)
+class Transcriber:
+    def __init__(self, featurizer: DeploymentHandle, encoder: DeploymentHandle, decoder: DeploymentHandle,
+                 config: AppConfig) -> None:
+        self.featurizer, self.encoder, self.decoder = featurizer, encoder, decoder
+        self.config = config
+        app.state.max_upload_bytes = config.max_upload_bytes
+        self.audio_seconds = Counter("parakeet_audio_seconds_total", description="Seconds of audio transcribed.")
+        self.rtfx = Histogram("parakeet_request_rtfx", boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+                              description="Audio seconds per wall-clock second of a request, end to end.")
+
+    async def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> Transcript:
+        """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript.
+
+        Raises AudioError, its message starting with `name`, for audio that cannot be decoded."""
+        started = time.monotonic()
+        try:
+            featurized = await self.featurizer.remote(audio, sample_rate, name)
+        except AudioError as err:
+            raise original_error(err) from None
+        best_ids = await asyncio.gather(*(self.encoder.encode.remote(features) for features in featurized.features))
+        transcript = await self.decoder.remote(featurized.windows, list(best_ids), featurized.duration)
+        if transcript.duration:
+            self.audio_seconds.inc(transcript.duration)
+            self.rtfx.observe(transcript.duration / (time.monotonic() - started))
+        return transcript
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcriptions(
+        self,
+        file: UploadFile = File(..., description="audio file: wav, flac, ogg or mp3"),
+        model: str | None = Form(None, description="accepted for compatibility; the served model answers"),
+        response_format: str = Form("json"),
+        timestamp_granularities: list[str] = Form(["segment"], alias="timestamp_granularities[]"),
+        language: str | None = Form(None, description="accepted and ignored"),
+        prompt: str | None = Form(None, description="accepted and ignored"),
+        temperature: float | None = Form(None, description="accepted and ignored: decoding is greedy"),
+    ) -> Response:
+        if response_format not in RESPONSE_FORMATS:
+            raise RequestError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+                                    f"got {response_format!r}")
+        unknown = sorted(set(timestamp_granularities) - set(GRANULARITIES))
+        if unknown:
+            raise RequestError(400, f"timestamp_granularities[] must be word and/or segment, got {', '.join(unknown)}")
+        data = await file.read()
+        if len(data) > self.config.max_upload_bytes:
+            raise RequestError(413, f"file of {len(data)} bytes exceeds the limit of {self.config.max_upload_bytes} bytes",
+                               "too_large")
+        try:
+            transcript = await self.transcribe(data, name=file.filename or "file")
+        except UnsupportedFormatError as err:
+            raise RequestError(415, str(err), "unsupported_format") from None
+        except AudioError as err:
+            raise RequestError(400, str(err), "invalid_audio") from None
+        if response_format == "json":
+            return JSONResponse({"text": transcript.text})
+        if response_format == "verbose_json":
+            return JSONResponse(verbose_json(transcript, timestamp_granularities))
+        media = "text/vtt" if response_format == "vtt" else "text/plain"
+        return PlainTextResponse(render(transcript, response_format), media_type=media)
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.config.model_name, "object": "model", "owned_by": "parakeet-serve"}]}

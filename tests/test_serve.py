@@ -1,0 +1,167 @@
+"""The Ray Serve app on the CPU config: HTTP formats, the handle API, batching, long audio and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import soundfile
+import yaml
+
+from model import load_model
+from pipeline.formats import render, verbose_json
+from pipeline.metrics import word_error_rate
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+PORT = 8123
+URL = f"http://127.0.0.1:{PORT}"
+# Small buckets (3 and 6 s windows, the lengths the embedded model was trained on) so long audio is windowed. The encoder runs eagerly (the cpu default):
+# compiling on 2 cores takes minutes; test_stages checks the compiled encoder against the eager one.
+APP_OPTIONS = {"device": "cpu", "batch_sizes": [1, 8], "frame_counts": [300, 600], "context_seconds": 1.0,
+               "max_upload_mb": 1.0, "encoder_threads": 1}
+
+pytestmark = pytest.mark.slow
+
+
+def flac_bytes(audio: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, 16000, format="FLAC")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def app():
+    from deployments.app import build_app
+
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+        yield serve.run(build_app(APP_OPTIONS), name="parakeet", route_prefix="/")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def post(data: bytes, filename: str = "speech.flac", **fields) -> requests.Response:
+    return requests.post(f"{URL}/v1/audio/transcriptions", files={"file": (filename, data)},
+                         data={"model": "parakeet", **fields}, timeout=120)
+
+
+def test_every_response_format_matches_the_model(app, model, unseen_speech) -> None:
+    for audio in unseen_speech[1][:3]:
+        expected = model.transcribe(audio)[0]
+        data = flac_bytes(audio)
+        assert post(data).json() == {"text": expected.text}
+        for kind in ("text", "srt", "vtt"):
+            answer = post(data, response_format=kind)
+            assert answer.status_code == 200 and answer.text == render(expected, kind)
+        answer = post(data, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]})
+        assert answer.json() == json.loads(json.dumps(verbose_json(expected, ("word", "segment"))))
+        assert "words" not in post(data, response_format="verbose_json").json()
+
+
+def test_handle_api_matches_the_model(app, model, unseen_speech) -> None:
+    audio = unseen_speech[1][3]
+    expected = model.transcribe(audio)[0]
+    assert app.transcribe.remote(flac_bytes(audio)).result() == expected
+    resampled = app.transcribe.remote(audio, 16000).result()
+    assert resampled == expected
+
+
+def test_concurrent_requests_are_batched_and_all_correct(app, model, unseen_speech) -> None:
+    clips = [unseen_speech[1][i % 12] for i in range(32)]
+    expected = [model.transcribe(clip)[0].text for clip in clips]
+    with ThreadPoolExecutor(32) as pool:
+        answers = list(pool.map(lambda clip: post(flac_bytes(clip)), clips))
+    assert [a.status_code for a in answers] == [200] * 32
+    assert [a.json()["text"] for a in answers] == expected
+    batch_sizes = serve.get_deployment_handle("Encoder", "parakeet").stats.remote().result()
+    assert max(batch_sizes) > 1, batch_sizes
+
+
+@pytest.mark.xfail(reason="the embedded model (about 60% WER, issue 3) degrades on windows that cut sentences; "
+                          "this holds once it reaches its accuracy target", strict=False)
+def test_long_audio_is_windowed_without_lost_or_doubled_words(app, model, unseen_speech) -> None:
+    sentences, clips = unseen_speech
+    pause = np.zeros(4000, np.float32)
+    audio = np.concatenate([part for clip in clips[:10] for part in (clip, pause)])
+    assert len(audio) > 4 * 600 * 160  # more than four of the largest windows
+    windowed = post(flac_bytes(audio), response_format="verbose_json",
+                    **{"timestamp_granularities[]": ["word"]}).json()
+    # Seams may not cost accuracy against decoding each sentence on its own.
+    reference, per_clip = " ".join(sentences[:10]), " ".join(t.text for t in model.transcribe(clips[:10]))
+    assert word_error_rate([reference], [windowed["text"]]) <= word_error_rate([reference], [per_clip]) + 0.05
+    assert abs(len(windowed["text"].split()) - len(per_clip.split())) <= 0.1 * len(per_clip.split())
+    starts = [w["start"] for w in windowed["words"]]
+    assert starts == sorted(starts) and windowed["words"][-1]["end"] <= len(audio) / 16000 + 0.08
+
+
+def test_bad_input_gets_its_status_and_message(app) -> None:
+    answer = post(b"this is not audio at all", filename="notes.txt")
+    assert answer.status_code == 400
+    assert answer.json()["error"]["message"].startswith("notes.txt: cannot decode audio")
+
+    answer = post(b"\x00\x00\x00\x20ftypM4A " + bytes(64), filename="voice.m4a")
+    assert answer.status_code == 415 and "MP4/M4A/AAC" in answer.json()["error"]["message"]
+
+    answer = post(bytes(2 * 1024 * 1024), filename="big.wav")
+    assert answer.status_code == 413 and "exceeds the limit" in answer.json()["error"]["message"]
+
+    nan = io.BytesIO()
+    soundfile.write(nan, np.full(1000, np.nan, np.float32), 16000, format="WAV", subtype="FLOAT")
+    answer = post(nan.getvalue(), filename="nan.wav")
+    assert answer.status_code == 400 and answer.json()["error"]["message"] == "nan.wav: audio contains NaN or infinite samples"
+
+    assert post(flac_bytes(np.zeros(16000, np.float32)), filename="b.flac", response_format="bogus").status_code == 400
+    assert requests.post(f"{URL}/v1/audio/transcriptions", data={"model": "x"}, timeout=30).status_code == 400
+
+
+def test_empty_and_silent_audio_give_empty_text(app) -> None:
+    empty = io.BytesIO()
+    soundfile.write(empty, np.zeros(0, np.float32), 16000, format="WAV")
+    assert post(empty.getvalue(), filename="empty.wav").json() == {"text": ""}
+    assert post(flac_bytes(np.zeros(3 * 16000, np.float32))).json() == {"text": ""}
+
+
+def test_a_bad_window_fails_alone(app, unseen_speech) -> None:
+    encoder = serve.get_deployment_handle("Encoder", "parakeet")
+    good = np.zeros((300, 80), np.float32)
+    responses = [encoder.encode.remote(good), encoder.encode.remote(np.zeros((300, 7), np.float32)),
+                 encoder.encode.remote(good)]
+    assert responses[0].result().shape == responses[2].result().shape == (38,)
+    with pytest.raises(ValueError, match=r"features must be a \(frames, 80\) array"):
+        responses[1].result()
+
+
+def test_health_and_models(app) -> None:
+    assert requests.get(f"{URL}/healthz", timeout=10).json() == {"status": "ok"}
+    models = requests.get(f"{URL}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["parakeet-ctc-default"]
+
+
+def test_serve_config_file_is_valid() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    from deployments.config import AppConfig
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text()))
+    application = config.applications[0]
+    assert application.import_path == "deployments.app:build_app"
+    assert AppConfig.from_dict(application.args).buckets.max_frames == 3000
+    assert {d.name for d in application.deployments} == {"Transcriber", "Featurizer", "Encoder", "Decoder"}
+    with pytest.raises(ValueError, match="unknown application option"):
+        AppConfig.from_dict({"batch_size": 8})
