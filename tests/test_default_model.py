@@ -1,0 +1,51 @@
+"""The embedded default model: loads with no argument, agrees with transformers, and transcribes unseen text."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import soundfile
+import torch
+
+from model import load_model
+from model.checkpoint import DEFAULT_MODEL_DIR
+from pipeline.metrics import word_error_rate
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+# The shipped model's measured WER here is 59.6% (see model/default/README.md); issue 3's target is 10%.
+# This bound guards against regressions until a better-trained model replaces it.
+SHIPPED_WER_BOUND = 0.65
+
+
+def test_word_error_rate_on_unseen_sentences(model, unseen_speech) -> None:
+    sentences, audio = unseen_speech
+    hypotheses = [t.text for t in model.transcribe(audio)]
+    assert word_error_rate(sentences, hypotheses) <= SHIPPED_WER_BOUND
+
+
+def test_transformers_gives_the_same_transcripts(model, unseen_speech) -> None:
+    from transformers import AutoProcessor, ParakeetForCTC
+
+    _, audio = unseen_speech
+    processor = AutoProcessor.from_pretrained(DEFAULT_MODEL_DIR)
+    reference = ParakeetForCTC.from_pretrained(DEFAULT_MODEL_DIR, dtype=torch.float32).eval()
+    inputs = processor(audio[:12], sampling_rate=16000, return_tensors="pt")
+    with torch.inference_mode():
+        ids = reference.generate(inputs.input_features, inputs.attention_mask)
+    assert processor.batch_decode(ids, skip_special_tokens=True) == [t.text for t in model.transcribe(audio[:12])]
+
+
+def test_cli_without_model_flag(tmp_path, unseen_speech) -> None:
+    _, audio = unseen_speech
+    path = tmp_path / "speech.wav"
+    soundfile.write(path, audio[0], 16000)
+    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "transcribe", str(path)], capture_output=True,
+                            text=True, check=True)
+    assert result.stdout.strip() == load_model().transcribe(path)[0].text
