@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--subsampling-channels", type=int, default=32)
+    parser.add_argument("--dropout", type=float, default=0.1, help="dropout in the conformer blocks")
+    parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=True,
+                        help="mask frequency bands and time spans of the training features")
     parser.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             intermediate_size=4 * args.hidden,
             subsampling_conv_channels=args.subsampling_channels,
             layerdrop=0.0,
+            dropout=args.dropout,
+            activation_dropout=args.dropout,
+            attention_dropout=args.dropout,
         ),
     )
     feature_config = FeatureConfig()
@@ -181,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
             if step >= total_steps:
                 break
             features, feature_lengths, targets, target_lengths = collate(train, indices, config.blank_id)
-            features = spec_augment(features, feature_lengths, generator)
+            if args.spec_augment:
+                features = spec_augment(features, feature_lengths, generator)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, args.lr, args.warmup, total_steps)
             loss = network.loss(features, feature_lengths, targets, target_lengths)
