@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -15,8 +16,19 @@ from ray.serve.metrics import Histogram
 from deployments.config import AppConfig
 from pipeline.stages import Encoder
 
+logger = logging.getLogger("ray.serve")
+
 RATIO_BOUNDARIES = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 SECONDS_BOUNDARIES = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
+
+
+def usable_device(device: str) -> str:
+    """`device`, or cpu when it is cuda and this node has no working CUDA (a driver or torch build without it)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        # Serving slowly beats a replica that crash-loops while it holds a GPU node's slot.
+        logger.warning("Encoder replica was placed for cuda but torch.cuda.is_available() is False: running on cpu")
+        return "cpu"
+    return device
 
 
 @serve.deployment(name="Encoder", max_ongoing_requests=256, health_check_period_s=10)
@@ -24,6 +36,7 @@ class EncoderDeployment:
     """`encode(features)` -> best CTC ids per encoder frame; concurrent calls share batches."""
 
     def __init__(self, config: AppConfig, device: str) -> None:
+        device = usable_device(device)
         if device == "cpu":
             torch.set_num_threads(config.cpu_threads())
         # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.

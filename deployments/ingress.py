@@ -3,12 +3,14 @@
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Histogram
 
@@ -19,6 +21,7 @@ from pipeline.formats import render, verbose_json
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
+STAGE_ATTEMPTS = 3  # sends of a stage call whose replica dies under it, before the request gets a 503
 
 app = FastAPI(title="parakeet-serve", summary="Parakeet speech-to-text, OpenAI-compatible")
 
@@ -63,6 +66,24 @@ def original_error(err: BaseException) -> BaseException:
     return getattr(err, "cause", None) or err
 
 
+class StageUnavailableError(RuntimeError):
+    """Every attempt at a stage's call died with the replica that ran it."""
+
+
+async def call_stage(stage: DeploymentHandle, *args: Any) -> Any:
+    """`await stage.remote(*args)`, sent again when its replica dies meanwhile (killed, out of memory, node lost).
+
+    The stages are pure functions of their input, so a repeat is safe; Serve drops a dead replica from routing at
+    once, so a repeat goes to a live replica, or waits for the one Serve starts in its place."""
+    for _ in range(STAGE_ATTEMPTS):
+        try:
+            return await stage.remote(*args)
+        except RayActorError as err:
+            lost = err
+    raise StageUnavailableError(f"{stage.deployment_name} lost its replica {STAGE_ATTEMPTS} times in a row "
+                                f"({type(lost).__name__}); retry the request") from lost
+
+
 @serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(app)
 class Transcriber:
@@ -78,14 +99,16 @@ class Transcriber:
     async def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> Transcript:
         """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript.
 
-        Raises AudioError, its message starting with `name`, for audio that cannot be decoded."""
+        Raises AudioError, its message starting with `name`, for audio that cannot be decoded, and
+        StageUnavailableError when a stage's replicas keep dying under the request."""
         started = time.monotonic()
         try:
-            featurized = await self.featurizer.remote(audio, sample_rate, name)
+            featurized = await call_stage(self.featurizer, audio, sample_rate, name)
         except AudioError as err:
             raise original_error(err) from None
-        best_ids = await asyncio.gather(*(self.encoder.encode.remote(features) for features in featurized.features))
-        transcript = await self.decoder.remote(featurized.windows, list(best_ids), featurized.duration)
+        best_ids = await asyncio.gather(*(call_stage(self.encoder.encode, features)
+                                          for features in featurized.features))
+        transcript = await call_stage(self.decoder, featurized.windows, list(best_ids), featurized.duration)
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
             self.rtfx.observe(transcript.duration / (time.monotonic() - started))
@@ -118,6 +141,8 @@ class Transcriber:
             raise RequestError(415, str(err), "unsupported_format") from None
         except AudioError as err:
             raise RequestError(400, str(err), "invalid_audio") from None
+        except StageUnavailableError as err:
+            raise RequestError(503, str(err), "service_unavailable") from None
         if response_format == "json":
             return JSONResponse({"text": transcript.text})
         if response_format == "verbose_json":

@@ -1,0 +1,279 @@
+"""The multi-node set-up: cluster.yaml against Ray's own schema, and serve_config_cluster.yaml deployed on a local
+cluster of cluster.yaml's node types, where the GPU worker declares a GPU that CUDA does not have."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import numpy as np
+import pytest
+import ray
+import requests
+import torch
+import yaml
+from ray._private.node import Node
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.exceptions import ActorDiedError
+from ray.util.state import list_actors
+from ray.util.state.common import ActorState
+
+from deployments.config import AppConfig
+from model import load_model
+from tests.test_serve import flac_bytes
+
+serve = pytest.importorskip("ray.serve")  # as in test_serve: it also hides the warnings Ray's own models raise
+
+ROOT = Path(__file__).parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+SERVE_CONFIG = ROOT / "serve_config_cluster.yaml"
+PORT = 8124
+URL = f"http://127.0.0.1:{PORT}"
+# Small buckets and one encoder thread, as in test_serve; `device` stays the file's cuda.
+APP_OPTIONS = {"batch_sizes": [1, 8], "frame_counts": [300, 600], "context_seconds": 1.0, "encoder_threads": 1}
+# Stand-ins for the CPU and GPU counts EC2 reports for each node type; `resources` come from cluster.yaml.
+NODE_COUNTS = {"head": {}, "cpu_worker": {"num_cpus": 2}, "gpu_worker": {"num_cpus": 1, "num_gpus": 1}}
+CPU_DEPLOYMENTS = ("Transcriber", "Featurizer", "Decoder")
+
+
+def launcher_config(path: Path) -> dict[str, Any]:
+    """The config as `ray up` checks it before it touches the cloud: filled out with the provider's defaults, then
+    validated against ray/autoscaler/ray-schema.json."""
+    config = prepare_config(yaml.safe_load(path.read_text()))
+    validate_config(config)
+    return config
+
+
+def test_cluster_yaml_passes_rays_schema() -> None:
+    config = launcher_config(CLUSTER_YAML)
+    types = config["available_node_types"]
+    assert config["provider"]["type"] == "aws" and config["head_node_type"] == "head"
+    assert types["head"]["resources"] == {"CPU": 0}
+    assert [name for name, kind in types.items() if "cpu_stage" in kind["resources"]] == ["cpu_worker"]
+    assert {name: (kind["min_workers"], kind["max_workers"]) for name, kind in types.items()} == {
+        "head": (0, 0), "cpu_worker": (1, 8), "gpu_worker": (1, 8)}
+    assert config["idle_timeout_minutes"] == 10
+    assert config["setup_commands"] == ["pip install -q -e ~/parakeet-serve"]
+    assert {Path(local).name for local in config["file_mounts"].values()} >= {"pyproject.toml", "deployments"}
+    assert all("ray start" in command[-1] for command in (config["head_start_ray_commands"],
+                                                          config["worker_start_ray_commands"]))
+
+
+@pytest.mark.parametrize("key, typo", [("idle_timeout_minutes", "idle_timout_minutes"),  # top level
+                                       ("min_workers", "min_worker"),                      # in a node type
+                                       ("pull_before_run", "pull_before_runs")])           # in docker
+def test_a_misspelled_key_fails_the_schema(tmp_path: Path, key: str, typo: str) -> None:
+    text = CLUSTER_YAML.read_text()
+    assert f" {key}:" in text or f"\n{key}:" in text
+    copy = tmp_path / "cluster.yaml"
+    copy.write_text(text.replace(f"{key}:", f"{typo}:"))
+    with pytest.raises(jsonschema.ValidationError, match=f"'{typo}' was unexpected"):
+        launcher_config(copy)
+
+
+def test_serve_config_asks_only_for_resources_its_node_types_have() -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    node_types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
+    [app] = ServeDeploySchema.model_validate(yaml.safe_load(SERVE_CONFIG.read_text())).applications
+    options = {deployment.name: deployment for deployment in app.deployments}
+    assert AppConfig.from_dict(app.args).device == "cuda"
+    for name in CPU_DEPLOYMENTS:
+        actor = options[name].ray_actor_options
+        assert not actor.num_gpus and set(actor.resources) == {"cpu_stage"}
+    encoder = options["Encoder"]
+    assert encoder.ray_actor_options.num_gpus == 1 and not encoder.ray_actor_options.resources
+    assert encoder.autoscaling_config["max_replicas"] == node_types["gpu_worker"]["max_workers"]
+
+
+def test_an_encoder_placed_for_cuda_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from deployments.encoder import usable_device
+
+    logging.getLogger("ray.serve").addHandler(caplog.handler)  # Serve's logger does not propagate to the root
+    try:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert usable_device("cuda") == "cpu" and usable_device("cpu") == "cpu"
+        assert "torch.cuda.is_available() is False: running on cpu" in caplog.text
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        assert usable_device("cuda") == "cuda"
+    finally:
+        logging.getLogger("ray.serve").removeHandler(caplog.handler)
+
+
+class FlakyStage:
+    """A stand-in DeploymentHandle whose first `deaths` calls die with their replica."""
+
+    deployment_name = "Encoder"
+
+    def __init__(self, deaths: int) -> None:
+        self.deaths, self.calls = deaths, 0
+
+    async def remote(self, value: int) -> int:
+        self.calls += 1
+        if self.calls <= self.deaths:
+            raise ActorDiedError()
+        return value * 2
+
+
+def test_a_call_lost_with_its_replica_is_resent_then_gives_up() -> None:
+    from deployments.ingress import STAGE_ATTEMPTS, StageUnavailableError, call_stage
+
+    stage = FlakyStage(deaths=STAGE_ATTEMPTS - 1)
+    assert asyncio.run(call_stage(stage, 21)) == 42 and stage.calls == STAGE_ATTEMPTS
+    stage = FlakyStage(deaths=STAGE_ATTEMPTS)
+    with pytest.raises(StageUnavailableError, match="Encoder lost its replica 3 times in a row"):
+        asyncio.run(call_stage(stage, 21))
+
+
+def node_args(node_type: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
+    """Cluster.add_node arguments for a cluster.yaml node type: its `resources`, over the stand-in counts."""
+    resources = dict(node_type["resources"])
+    declared = {name: resources.pop(key) for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus"))
+                if key in resources}
+    return {**counts, **declared, "resources": resources}
+
+
+def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 300, every_s: float = 1.0) -> Any:
+    """Poll `condition` until it returns something truthy, and return that."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f} s")
+        time.sleep(every_s)
+    return result
+
+
+def app_status() -> str | None:
+    application = serve.status().applications.get("parakeet")
+    return application and application.status
+
+
+@dataclass(frozen=True)
+class Deployed:
+    nodes: dict[str, Node]  # by cluster.yaml node type
+    dashboard: str
+
+    def replicas(self, deployment: str) -> list[ActorState]:
+        """The live replica actors of one of the app's deployments."""
+        return list_actors(address=self.dashboard, filters=[("class_name", "=", f"ServeReplica:parakeet:{deployment}"),
+                                                            ("state", "=", "ALIVE")])
+
+    def replica_node_types(self, deployment: str) -> set[str]:
+        by_id = {node.node_id: name for name, node in self.nodes.items()}
+        return {by_id[actor.node_id] for actor in self.replicas(deployment)}
+
+    def metrics(self, node_type: str) -> str:
+        """The node's Prometheus endpoint: --metrics-export-port in cluster.yaml."""
+        node = self.nodes[node_type]
+        return f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """serve_config_cluster.yaml, deployed with `serve deploy` as the README says, on one node of each type."""
+    from ray.cluster_utils import Cluster
+
+    node_types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
+    config = yaml.safe_load(SERVE_CONFIG.read_text())
+    config["http_options"].update(host="127.0.0.1", port=PORT)
+    config["applications"][0]["args"].update(APP_OPTIONS)
+    config_path = tmp_path_factory.mktemp("serve") / SERVE_CONFIG.name
+    config_path.write_text(yaml.safe_dump(config))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
+        # The dashboard serves list_actors; port None: the first free one from 8265, which another cluster may hold.
+        head = {**node_args(node_types["head"], NODE_COUNTS["head"]), "include_dashboard": True, "dashboard_port": None}
+        local = Cluster(initialize_head=True, head_node_args=head)
+        try:
+            nodes = {"head": local.head_node}
+            for name in ("cpu_worker", "gpu_worker"):
+                nodes[name] = local.add_node(**node_args(node_types[name], NODE_COUNTS[name]))
+            ray.init(address=local.address)
+            deployed = Deployed(nodes, f"http://{local.head_node.webui_url}")
+            subprocess.run(["serve", "deploy", str(config_path), "--address", deployed.dashboard], check=True)
+            wait_for(lambda: app_status() == "RUNNING", "the app to run")
+            yield deployed
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+            local.shutdown()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model()
+
+
+def transcribe_over_http(audio: np.ndarray) -> requests.Response:
+    return requests.post(f"{URL}/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(audio))},
+                         timeout=180)
+
+
+@pytest.mark.slow
+def test_each_stage_runs_on_its_node_type(cluster: Deployed) -> None:
+    for deployment in CPU_DEPLOYMENTS:
+        assert cluster.replica_node_types(deployment) == {"cpu_worker"}, deployment
+    assert cluster.replica_node_types("Encoder") == {"gpu_worker"}
+
+
+@pytest.mark.slow
+def test_an_encoder_on_a_node_without_cuda_answers_with_cpu_math(cluster: Deployed, model, unseen_speech) -> None:
+    from deployments.app import resolve_device
+
+    assert resolve_device(AppConfig(device="auto")) == "cuda"  # the cluster has a GPU, so auto would pick it too
+    clips = unseen_speech[1][:4]
+    answers = [transcribe_over_http(clip) for clip in clips]
+    assert [answer.json() for answer in answers] == [{"text": t.text} for t in model.transcribe(clips)]
+
+
+def exported_metrics(endpoint: str) -> dict[str, str]:
+    """Our metrics on a Prometheus endpoint: name -> type. Ray prefixes application metrics with `ray_`."""
+    lines = requests.get(endpoint, timeout=10).text.splitlines()
+    types = (line.split() for line in lines if line.startswith("# TYPE ray_parakeet_"))  # "# TYPE name kind"
+    return {name: kind for _, _, name, kind in types}
+
+
+@pytest.mark.slow
+def test_our_metrics_reach_the_prometheus_endpoint_of_their_node(cluster: Deployed, unseen_speech) -> None:
+    assert transcribe_over_http(unseen_speech[1][0]).status_code == 200
+    assert wait_for(lambda: exported_metrics(cluster.metrics("cpu_worker")), "the ingress's metrics", 90) == {
+        "ray_parakeet_audio_seconds_total": "counter", "ray_parakeet_request_rtfx": "histogram"}
+    assert wait_for(lambda: exported_metrics(cluster.metrics("gpu_worker")), "the encoder's metrics", 90) == {
+        "ray_parakeet_encoder_batch_size": "histogram", "ray_parakeet_encoder_batch_fill_ratio": "histogram",
+        "ray_parakeet_encoder_queue_wait_seconds": "histogram"}
+    assert exported_metrics(cluster.metrics("head")) == {}
+
+
+@pytest.mark.slow
+def test_a_killed_encoder_replica_loses_no_request(cluster: Deployed, model, unseen_speech) -> None:
+    clips = [unseen_speech[1][i % 12] for i in range(24)]
+    expected = [t.text for t in model.transcribe(clips)]
+    [victim] = cluster.replicas("Encoder")
+    encoder = serve.get_deployment_handle("Encoder", "parakeet")
+    batches_before = sum(encoder.stats.remote().result().values())
+    with ThreadPoolExecutor(len(clips)) as pool:
+        futures = [pool.submit(transcribe_over_http, clip) for clip in clips]
+        wait_for(lambda: sum(encoder.stats.remote().result().values()) > batches_before, "the first batch", 120, 0.05)
+        in_flight = sum(not future.done() for future in futures)
+        ray.kill(ray.get_actor(victim.name, namespace="serve"), no_restart=True)
+    assert in_flight > 0
+    for future, text in zip(futures, expected):
+        answer = future.result()  # an answer, as the requests' timeout would raise here: none hangs
+        if answer.status_code == 503:
+            assert "retry the request" in answer.json()["error"]["message"]
+        else:
+            assert answer.status_code == 200 and answer.json() == {"text": text}
+    [revived] = wait_for(lambda: [a for a in cluster.replicas("Encoder") if a.actor_id != victim.actor_id],
+                         "Serve to replace the replica")
+    assert revived.node_id == cluster.nodes["gpu_worker"].node_id
+    wait_for(lambda: app_status() == "RUNNING", "the app to recover")
+    assert transcribe_over_http(clips[0]).json() == {"text": expected[0]}
