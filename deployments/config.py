@@ -5,16 +5,15 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from pipeline.stages import Buckets
+from model import checkpoint
+from pipeline.stages import Buckets, default_dtype
 
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEFAULT_MODEL_NAME = "parakeet-ctc-default"  # the embedded model's name in /v1/models
 
 
 @dataclass(frozen=True)
@@ -53,16 +52,14 @@ class AppConfig:
 
     @property
     def model_name(self) -> str:
-        if self.model is None:
-            return DEFAULT_MODEL_NAME
-        return self.model if not Path(self.model).expanduser().is_dir() else Path(self.model).resolve().name
+        return checkpoint.model_name(self.model)
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
 
     def torch_dtype(self, device: str) -> torch.dtype:
-        return DTYPES[self.dtype] or (torch.bfloat16 if device == "cuda" else torch.float32)
+        return DTYPES[self.dtype] or default_dtype(device)
 
     def compiles_on(self, device: str) -> bool:
         return self.compile if self.compile is not None else device == "cuda"

@@ -137,5 +137,5 @@ def load_model(
     config, feature_config = checkpoint.read_configs(directory)
     network = checkpoint.read_network(directory, config)
     model = Parakeet(config, feature_config, network, checkpoint.read_tokenizer(directory, config))
-    model.name = directory.name
+    model.name = checkpoint.model_name(name_or_path)
     return model.to(device, dtype)

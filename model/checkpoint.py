@@ -26,6 +26,7 @@ PROCESSOR_FILE = "processor_config.json"  # transformers >= 5 nests the feature 
 HUB_FILES = [CONFIG_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "*.safetensors", WEIGHTS_INDEX_FILE]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"  # the small model the project trains and ships
+DEFAULT_MODEL_NAME = "parakeet-ctc-default"  # how the embedded model is named to users (outputs, /v1/models)
 
 
 class CheckpointError(ValueError):
@@ -52,6 +53,14 @@ def resolve(name_or_path: str | os.PathLike | None) -> Path:
             "(pip install 'parakeet-serve[hub]')"
         ) from None
     return Path(snapshot_download(name, allow_patterns=HUB_FILES))
+
+
+def model_name(name_or_path: str | os.PathLike | None) -> str:
+    """The name users see: the embedded model's, a directory's own name, or the Hub repo id."""
+    if name_or_path is None:
+        return DEFAULT_MODEL_NAME
+    path = Path(name_or_path).expanduser()
+    return path.resolve().name if path.is_dir() else str(name_or_path)
 
 
 def read_feature_settings(directory: Path) -> dict:

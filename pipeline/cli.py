@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from pipeline import batch, dataset
 from pipeline.formats import FORMATS, render
 
 
@@ -63,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                          help="torch.compile the encoder: auto compiles on cuda only (CPU warm-up takes minutes)")
     command.set_defaults(run=serve)
+
+    command = commands.add_parser("batch", help="transcribe a parquet dataset with Ray Data (local Ray or RAY_ADDRESS)")
+    batch.add_arguments(command)
+    command.set_defaults(run=batch.execute)
+
+    command = commands.add_parser("make-dataset", help="pack a directory of audio files into a parquet dataset")
+    dataset.add_arguments(command)
+    command.set_defaults(run=dataset.execute)
     return parser
 
 

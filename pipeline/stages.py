@@ -29,6 +29,11 @@ from model.tokenizer import Tokenizer
 SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcribed as "" without the model
 
 
+def default_dtype(device: str) -> torch.dtype:
+    """bfloat16 on GPUs (same accuracy, twice the speed), float32 on CPUs (bfloat16 is slow there)."""
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
 @dataclass(frozen=True)
 class Buckets:
     """The fixed (batch size, feature frames) shapes the encoder runs; frames are 10 ms feature frames."""

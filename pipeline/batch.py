@@ -1,0 +1,309 @@
+"""Offline bulk transcription: a Ray Data job over parquet audio datasets.
+
+    parakeet batch --input clips.parquet --output transcripts/          # local Ray, or the cluster at RAY_ADDRESS
+    ray job submit --working-dir . -- python -m pipeline.batch --input s3://bucket/clips/ --output s3://bucket/out/
+
+read_parquet -> featurize (CPU tasks) -> encode (an autoscaling pool of GPU or CPU actors, fixed-shape buckets)
+-> decode (CPU tasks) -> write_parquet. Every input row gives exactly one output row: one that cannot be
+transcribed carries its `error`. Re-running with the same --output skips the ids already written there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from model import checkpoint
+from model.audio import SAMPLE_RATE, AudioSource
+from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, Window, default_dtype
+
+WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
+NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
+WINDOW_FIELDS = ("offset", "keep_start", "keep_end", "frames")  # columns of a row's (windows, 4) `windows` array
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    input: str
+    output: str
+    audio_column: str = "audio"
+    id_column: str = "id"
+    model: str | None = None  # checkpoint directory; None: the embedded default model
+    device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
+    encoders: int = 1  # the encoder actor pool grows from 1 to this many actors (one GPU each on cuda)
+    encoder_rows: int = 64  # rows per encoder call: their windows are sorted by length into the buckets
+    batch_sizes: tuple[int, ...] = (1, 4, 8)
+    frame_counts: tuple[int, ...] = (1000, 2000, 3000)
+    context_seconds: float = 2.0
+    max_duration: float = 3600.0  # seconds; longer rows get an error instead of tying up a worker
+    rows_per_file: int = 1000  # output rows gathered before a file is written: what an interruption can lose
+
+    @property
+    def buckets(self) -> Buckets:
+        return Buckets(tuple(self.batch_sizes), tuple(self.frame_counts))
+
+
+def output_schema(id_type: pa.DataType) -> pa.Schema:
+    return pa.schema([("id", id_type), ("text", pa.string()), ("words", pa.list_(WORD_TYPE)),
+                      ("duration", pa.float64()), ("model", pa.string()), ("error", pa.string())])
+
+
+def audio_source(cell: Any, name: str) -> AudioSource:
+    """An audio cell: encoded bytes, a path, or the Hugging Face {"bytes", "path"} struct."""
+    if isinstance(cell, dict):
+        cell = cell.get("bytes") or cell.get("path")
+    if cell is None or (isinstance(cell, (bytes, str)) and len(cell) == 0):
+        raise ValueError(f"{name}: no audio (the cell is empty)")
+    if not isinstance(cell, (bytes, str)):
+        raise ValueError(f"{name}: the audio cell holds {type(cell).__name__}; expected bytes, a path or a "
+                         "{bytes, path} struct")
+    return cell
+
+
+@functools.cache
+def _featurizer(config: BatchConfig) -> Featurizer:
+    return Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
+
+
+def featurize_rows(batch: pa.Table, config: BatchConfig) -> dict[str, np.ndarray]:
+    """Decode and featurize each row; a row that fails keeps its error and no windows."""
+    featurizer = _featurizer(config)
+    ids = batch.column(config.id_column).to_pylist()
+    columns: dict[str, list] = {"id": ids, "duration": [], "error": [], "features": [], "windows": []}
+    for row_id, cell in zip(ids, batch.column(config.audio_column).to_pylist()):
+        features, windows, duration, error = _featurize_row(featurizer, config, f"row {row_id!r}", cell)
+        columns["features"].append(features)
+        columns["windows"].append(windows)
+        columns["duration"].append(duration)
+        columns["error"].append(error)
+    return {column: _column(values) for column, values in columns.items()}
+
+
+def _featurize_row(
+    featurizer: Featurizer, config: BatchConfig, name: str, cell: Any
+) -> tuple[np.ndarray, np.ndarray, float, str]:
+    """(all windows' features concatenated, the (windows, 4) layout, duration, error or NO_ERROR) of one row."""
+    no_features = np.zeros((0, featurizer.features.config.feature_size), np.float32)
+    no_windows = np.zeros((0, len(WINDOW_FIELDS)), np.float64)
+    try:
+        audio = featurizer(audio_source(cell, name), SAMPLE_RATE, name)
+        if audio.duration > config.max_duration:
+            raise ValueError(f"{name}: audio is {audio.duration:.0f} s, over --max-duration {config.max_duration:.0f} s")
+    except Exception as err:  # any failure is this row's answer, never the job's end
+        return no_features, no_windows, 0.0, str(err) if isinstance(err, ValueError) else f"{name}: {err!r}"
+    if not audio.features:  # silence or a clip shorter than one frame: an empty transcript, not an error
+        return no_features, no_windows, audio.duration, NO_ERROR
+    layout = [(w.offset, w.keep_start, w.keep_end, len(f)) for w, f in zip(audio.windows, audio.features)]
+    return np.concatenate(audio.features), np.array(layout, np.float64), audio.duration, NO_ERROR
+
+
+def _column(values: list) -> np.ndarray:
+    """A batch column; arrays of different shapes go in an object array (Ray Data's ragged tensors)."""
+    if values and isinstance(values[0], np.ndarray):
+        column = np.empty(len(values), dtype=object)
+        column[:] = values
+        return column
+    return np.array(values, dtype=object if any(isinstance(v, str) for v in values) else None)
+
+
+class EncodeRows:
+    """An encoder actor: all windows of a batch of rows, sorted by length into the fixed-shape buckets."""
+
+    def __init__(self, config: BatchConfig, device: str) -> None:
+        self.encoder = Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device),
+                                               compile=device == "cuda")
+        if device == "cuda":
+            self.encoder.warm_up()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        windows, owners = [], []
+        for row, (features, layout) in enumerate(zip(batch["features"], batch["windows"])):
+            for start, frames in zip(_starts(layout[:, 3]), layout[:, 3].astype(int)):
+                windows.append(features[start : start + frames])
+                owners.append(row)
+        best = self._encode(windows)
+        errors = list(batch["error"])
+        per_row: list[list[np.ndarray]] = [[] for _ in errors]
+        for row, ids in zip(owners, best):
+            if isinstance(ids, Exception):
+                errors[row] = errors[row] or f"row {batch['id'][row]!r}: encoder failed: {ids!r}"
+            else:
+                per_row[row].append(ids)
+        return {"id": batch["id"], "duration": batch["duration"], "error": _column(errors), "windows": batch["windows"],
+                "best_ids": _column([np.concatenate(ids) if ids else np.zeros(0, np.int32) for ids in per_row]),
+                "best_lengths": _column([np.array([len(i) for i in ids], np.int64) for ids in per_row])}
+
+    def _encode(self, windows: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        """All windows at once; if that fails, each alone, so one bad window cannot fail its neighbours."""
+        try:
+            return list(self.encoder(windows))
+        except Exception:
+            results: list[np.ndarray | Exception] = []
+            for window in windows:
+                try:
+                    results.append(self.encoder([window])[0])
+                except Exception as err:
+                    results.append(err)
+            return results
+
+
+def _starts(frames: np.ndarray) -> np.ndarray:
+    return np.concatenate([[0], np.cumsum(frames.astype(int))[:-1]]) if len(frames) else np.zeros(0, int)
+
+
+@functools.cache
+def _decoder(model: str | None) -> tuple[Decoder, str]:
+    return Decoder.from_pretrained(model), checkpoint.model_name(model)
+
+
+def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
+    """Best ids -> text and timed words; error rows keep a null text."""
+    decoder, model_name = _decoder(config.model)
+    texts, words = [], []
+    rows = zip(batch["windows"], batch["best_ids"], batch["best_lengths"], batch["duration"], batch["error"])
+    for layout, best_ids, lengths, duration, error in rows:
+        if error != NO_ERROR:
+            texts.append(None)
+            words.append([])
+            continue
+        windows = [Window(int(offset), int(keep_start), keep_end) for offset, keep_start, keep_end, _ in layout]
+        transcript = decoder(windows, np.split(best_ids, np.cumsum(lengths)[:-1]), float(duration))
+        texts.append(transcript.text)
+        words.append([{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words])
+    ids = pa.array(list(batch["id"]))
+    return pa.Table.from_arrays(
+        [ids, pa.array(texts, pa.string()), pa.array(words, pa.list_(WORD_TYPE)),
+         pa.array(batch["duration"].astype(np.float64)), pa.array([model_name] * len(ids), pa.string()),
+         pa.array([error or None for error in batch["error"]], pa.string())],
+        schema=output_schema(ids.type),
+    )
+
+
+def written_ids(output: str) -> pa.Array | None:
+    """Ids already in the output's parquet files; a file an interrupted run left half-written is removed."""
+    filesystem, root = _filesystem(output)
+    files = [info.path for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+             if info.type == pafs.FileType.File and info.path.endswith(".parquet")]
+    ids = []
+    for path in files:
+        try:
+            ids.append(pq.read_table(path, columns=["id"], filesystem=filesystem).column("id"))
+        except (pa.ArrowInvalid, OSError) as err:
+            print(f"parakeet batch: removing {path}, left incomplete by an interrupted run ({err})", file=sys.stderr)
+            filesystem.delete_file(path)
+    return pa.chunked_array(ids).combine_chunks() if ids else None
+
+
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table:
+    return batch.filter(pc.invert(pc.is_in(batch.column(id_column), value_set=written.cast(batch.schema.field(id_column).type))))
+
+
+def resolve_device(device: str) -> str:
+    """`auto`: cuda when the Ray cluster has a GPU."""
+    import ray
+
+    if device != "auto":
+        return device
+    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
+def run(config: BatchConfig) -> dict[str, int]:
+    """Transcribe config.input into parquet files under config.output; returns row counts of the output."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
+    dataset = ray.data.read_parquet(config.input)
+    names = dataset.schema().names
+    for option, column in (("--audio-column", config.audio_column), ("--id-column", config.id_column)):
+        if column not in names:
+            raise ValueError(f"{config.input} has no column {column!r} ({option}); its columns: {', '.join(names)}")
+    dataset = dataset.select_columns([config.id_column, config.audio_column])
+    written = written_ids(config.output)
+    if written is not None:
+        print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
+        dataset = dataset.map_batches(drop_written, batch_format="pyarrow",
+                                      fn_kwargs={"id_column": config.id_column, "written": written})
+    device = resolve_device(config.device)
+    encoder_resources = {"num_gpus": 1, "num_cpus": 1} if device == "cuda" else {"num_cpus": 1}
+    (
+        dataset.map_batches(featurize_rows, batch_size=16, batch_format="pyarrow", fn_kwargs={"config": config})
+        .map_batches(EncodeRows, batch_size=config.encoder_rows, batch_format="numpy", concurrency=(1, config.encoders),
+                     fn_constructor_kwargs={"config": config, "device": device}, **encoder_resources)
+        .map_batches(decode_rows, batch_size=64, batch_format="numpy", fn_kwargs={"config": config}, num_cpus=0.25)
+        .write_parquet(config.output, min_rows_per_file=config.rows_per_file)
+    )
+    return summarize(config.output)
+
+
+def summarize(output: str) -> dict[str, int]:
+    """Rows in the output and how many of them carry an error."""
+    filesystem, root = _filesystem(output)
+    errors = pq.read_table(root, columns=["error"], filesystem=filesystem).column("error")
+    return {"rows": len(errors), "errors": len(errors) - errors.null_count}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--input", required=True, help="parquet file, directory or URI (s3://, gs://, ...)")
+    parser.add_argument("--output", required=True, help="directory or URI for the output parquet files")
+    parser.add_argument("--audio-column", default="audio", help="encoded bytes, paths, or {bytes, path} structs")
+    parser.add_argument("--id-column", default="id", help="unique row ids: resuming skips those already written")
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: embedded model)")
+    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                        help="encoder device; auto uses GPUs when the cluster has them")
+    parser.add_argument("--encoders", type=int, default=1, help="most encoder actors (one GPU each on cuda)")
+    parser.add_argument("--encoder-rows", type=int, default=64,
+                        help="rows per encoder call (their windows are sorted by length into the buckets)")
+    parser.add_argument("--rows-per-file", type=int, default=1000,
+                        help="rows per output file; an interrupted job redoes at most the files not yet written")
+    parser.add_argument("--max-duration", type=float, default=3600.0, help="seconds; longer rows get an error")
+
+
+def config_from_args(args: argparse.Namespace) -> BatchConfig:
+    return BatchConfig(input=args.input, output=args.output, audio_column=args.audio_column, id_column=args.id_column,
+                       model=args.model, device=args.device, encoders=args.encoders,
+                       encoder_rows=args.encoder_rows, rows_per_file=args.rows_per_file,
+                       max_duration=args.max_duration)
+
+
+def execute(args: argparse.Namespace) -> int:
+    """The job from parsed arguments, reporting what the output holds when it ends."""
+    config = config_from_args(args)
+    started = time.time()
+    counts = run(config)
+    print(f"parakeet batch: {counts['rows']} rows in {config.output} ({counts['errors']} with errors), "
+          f"{time.time() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.batch", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    try:
+        return execute(parser.parse_args(argv))
+    except ValueError as err:
+        parser.exit(2, f"parakeet batch: error: {err}\n")
+
+
+if __name__ == "__main__":
+    # Ray pickles the stage functions by module: they must come from pipeline.batch, not __main__.
+    from pipeline.batch import main as module_main
+
+    sys.exit(module_main())

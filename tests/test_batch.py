@@ -1,0 +1,186 @@
+"""The Ray Data batch job on a local Ray: one output row per input row, row-level errors, resume, `ray job submit`."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import socket
+import subprocess
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+import soundfile
+
+from model import load_model
+from pipeline import batch
+from pipeline.dataset import make_dataset
+from pipeline.sentences import sentence_pool
+from pipeline.synthesize import synthesize
+from tests.conftest import SEEN_VOICES
+
+ray = pytest.importorskip("ray")
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+CLIPS = 200
+# Rows no decoder can read, each with the start of the error it must carry.
+CORRUPT = {"corrupt-text": (b"this is not audio", "row 'corrupt-text': cannot decode audio"),
+           "corrupt-empty": (b"", "row 'corrupt-empty': no audio"),
+           "corrupt-mp4": (b"\x00\x00\x00\x20ftypisom" + bytes(64), "row 'corrupt-mp4': MP4/M4A/AAC audio is not supported")}
+
+
+def flac_bytes(audio: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio, 16000, format="FLAC")
+    return buffer.getvalue()
+
+
+def _clip(job: tuple[int, str]) -> bytes:
+    index, text = job
+    return flac_bytes(synthesize(text, SEEN_VOICES[index % len(SEEN_VOICES)]))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bytes]]:
+    """CLIPS synthesised clips of 1-6 s, a truncated one and the CORRUPT rows, shuffled, in small row groups."""
+    with Pool(2) as pool:
+        clips = pool.map(_clip, enumerate(sentence_pool(CLIPS, seed=31)))
+    audio = {f"clip-{i:03d}": data for i, data in enumerate(clips)}
+    audio["corrupt-truncated"] = clips[0][:300]
+    audio.update({row_id: data for row_id, (data, _) in CORRUPT.items()})
+    ids = [list(audio)[i] for i in np.random.default_rng(0).permutation(len(audio))]
+    path = tmp_path_factory.mktemp("batch") / "clips.parquet"
+    pq.write_table(pa.table({"id": ids, "audio": [audio[i] for i in ids]}), path, row_group_size=25)
+    return path, audio
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def expected(dataset) -> dict[str, tuple[str, list[dict]]]:
+    """model.transcribe on every good clip: text and words."""
+    _, audio = dataset
+    model = load_model()
+    ids = [row_id for row_id in audio if row_id.startswith("clip-")]
+    transcripts = model.transcribe([audio[i] for i in ids], batch_size=16)
+    return {i: (t.text, [{"word": w.word, "start": w.start, "end": w.end} for w in t.words])
+            for i, t in zip(ids, transcripts)}
+
+
+def read_output(directory: Path) -> dict[str, dict]:
+    rows = pq.read_table(directory).to_pylist()
+    by_id = {row["id"]: row for row in rows}
+    assert len(by_id) == len(rows), "an id was written twice"
+    return by_id
+
+
+def test_every_row_answered_errors_kept_transcripts_match(dataset, local_ray, expected, tmp_path):
+    path, audio = dataset
+    counts = batch.run(batch.BatchConfig(input=str(path), output=str(tmp_path / "out"), frame_counts=(300, 600),
+                                         context_seconds=1.0, encoder_rows=32))
+    rows = read_output(tmp_path / "out")
+    assert set(rows) == set(audio) and counts == {"rows": len(audio), "errors": len(CORRUPT) + 1}
+    for row_id, (_, message) in CORRUPT.items():
+        assert rows[row_id]["error"].startswith(message) and rows[row_id]["text"] is None
+    assert rows["corrupt-truncated"]["error"].startswith("row 'corrupt-truncated': cannot decode audio")
+    for row_id, (text, words) in expected.items():
+        row = rows[row_id]
+        assert row["error"] is None and row["model"] == "parakeet-ctc-default"
+        assert (row["text"], row["words"]) == (text, words), row_id
+        assert row["duration"] == pytest.approx(len(soundfile.read(io.BytesIO(audio[row_id]))[0]) / 16000)
+
+
+def test_hugging_face_struct_and_path_cells(local_ray, expected, dataset, tmp_path):
+    """The audio column may hold {bytes, path} structs (datasets' Audio feature) or file paths."""
+    _, audio = dataset
+    ids = ["clip-000", "clip-001", "clip-002"]
+    for row_id in ids:
+        (tmp_path / f"{row_id}.flac").write_bytes(audio[row_id])
+    structs = [{"bytes": audio[ids[0]], "path": None}, {"bytes": None, "path": str(tmp_path / f"{ids[1]}.flac")}, None]
+    pq.write_table(pa.table({"key": ids, "speech": structs}), tmp_path / "structs.parquet")
+    make_dataset(tmp_path, tmp_path / "made" / "dataset.parquet")
+    batch.run(batch.BatchConfig(input=str(tmp_path / "structs.parquet"), output=str(tmp_path / "out-structs"),
+                                audio_column="speech", id_column="key"))
+    batch.run(batch.BatchConfig(input=str(tmp_path / "made"), output=str(tmp_path / "out-made")))
+    structs_out, made_out = read_output(tmp_path / "out-structs"), read_output(tmp_path / "out-made")
+    assert [structs_out[i]["text"] for i in ids[:2]] == [expected[i][0] for i in ids[:2]]
+    assert structs_out[ids[2]]["error"] == "row 'clip-002': no audio (the cell is empty)"
+    assert {row_id: row["text"] for row_id, row in made_out.items()} == {f"{i}.flac": expected[i][0] for i in ids}
+
+
+def test_missing_column_is_named(dataset, local_ray, tmp_path):
+    path, _ = dataset
+    with pytest.raises(ValueError, match=r"has no column 'wav' \(--audio-column\); its columns: id, audio"):
+        batch.run(batch.BatchConfig(input=str(path), output=str(tmp_path / "out"), audio_column="wav"))
+
+
+def test_rerun_skips_written_ids_and_replaces_a_half_written_file(dataset, local_ray, tmp_path):
+    """A first run over half the rows, a file cut short by a kill, then the whole input: every row exactly once."""
+    path, audio = dataset
+    table, output = pq.read_table(path), tmp_path / "out"
+    pq.write_table(table.slice(0, 100), tmp_path / "first-half.parquet")
+    config = {"output": str(output), "frame_counts": (300, 600), "context_seconds": 1.0}
+    batch.run(batch.BatchConfig(input=str(tmp_path / "first-half.parquet"), **config))
+    first = read_output(output)
+    (output / "killed-mid-write.parquet").write_bytes(b"PAR1" + bytes(100))  # no footer: what a kill leaves
+    counts = batch.run(batch.BatchConfig(input=str(path), **config))
+    rows = read_output(output)
+    assert set(rows) == set(audio) and counts["rows"] == len(audio)
+    assert not (output / "killed-mid-write.parquet").exists()
+    assert all(rows[row_id] == row for row_id, row in first.items())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(url: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(url, timeout=5).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer in {timeout:.0f} s")
+        time.sleep(1)
+
+
+def test_ray_job_submit_against_a_started_cluster(dataset, tmp_path):
+    path, audio = dataset
+    gcs_port, dashboard_port = free_port(), free_port()
+    # A token left in ~/.ray by other tools would turn on dashboard auth; this throwaway cluster needs none.
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = subprocess.Popen(
+        ["ray", "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2", "--include-dashboard=true",
+         f"--dashboard-port={dashboard_port}", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    try:
+        address = f"http://127.0.0.1:{dashboard_port}"
+        wait_for(f"{address}/api/version", timeout=180)
+        submit = subprocess.run(
+            ["ray", "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
+             "python", "-m", "pipeline.batch", "--input", str(path), "--output", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=900,
+            env=env)
+        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+        assert "succeeded" in submit.stdout
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # --block: the head takes its processes down with it
+        head.wait(timeout=120)
+    assert set(read_output(tmp_path / "out")) == set(audio)
