@@ -245,7 +245,8 @@ def run(config: BatchConfig) -> dict[str, int]:
     encoder_resources = {"num_gpus": 1, "num_cpus": 1} if device == "cuda" else {"num_cpus": 1}
     (
         dataset.map_batches(featurize_rows, batch_size=16, batch_format="pyarrow", fn_kwargs={"config": config})
-        .map_batches(EncodeRows, batch_size=config.encoder_rows, batch_format="numpy", concurrency=(1, config.encoders),
+        .map_batches(EncodeRows, batch_size=config.encoder_rows, batch_format="numpy",
+                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.encoders),
                      fn_constructor_kwargs={"config": config, "device": device}, **encoder_resources)
         .map_batches(decode_rows, batch_size=64, batch_format="numpy", fn_kwargs={"config": config}, num_cpus=0.25)
         .write_parquet(config.output, min_rows_per_file=config.rows_per_file)
