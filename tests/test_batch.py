@@ -63,7 +63,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, b
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
     yield
     ray.shutdown()
 
@@ -164,20 +164,25 @@ def wait_for(url: str, timeout: float) -> None:
 def test_ray_job_submit_against_a_started_cluster(dataset, tmp_path):
     path, audio = dataset
     gcs_port, dashboard_port = free_port(), free_port()
+    # Every port its own: the module's local Ray already holds the default agent ports.
+    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                   f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
     # A token left in ~/.ray by other tools would turn on dashboard auth; this throwaway cluster needs none.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(
         ["ray", "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2", "--include-dashboard=true",
-         f"--dashboard-port={dashboard_port}", "--disable-usage-stats"],
+         f"--dashboard-port={dashboard_port}", *agent_ports, "--disable-usage-stats"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     try:
         address = f"http://127.0.0.1:{dashboard_port}"
         wait_for(f"{address}/api/version", timeout=180)
-        submit = subprocess.run(
-            ["ray", "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--",
-             "python", "-m", "pipeline.batch", "--input", str(path), "--output", str(tmp_path / "out")],
-            capture_output=True, text=True, timeout=900,
-            env=env)
+        command = ["ray", "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--", "python", "-m",
+                   "pipeline.batch", "--input", str(path), "--output", str(tmp_path / "out")]
+        for _ in range(30):  # the dashboard answers before its job agent is up: "No available agent", try again
+            submit = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
+            if "No available agent" not in submit.stderr:
+                break
+            time.sleep(2)
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "succeeded" in submit.stdout
     finally:

@@ -42,7 +42,7 @@ def app():
     from deployments.app import build_app
 
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-    ray.init(num_cpus=2, include_dashboard=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": PORT})
         yield serve.run(build_app(APP_OPTIONS), name="parakeet", route_prefix="/")
