@@ -72,16 +72,7 @@ class EncoderDeployment:
         self.batch_size.observe(len(windows))
         self.fill_ratio.observe(self.encoder.fill_ratio(windows))
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self.encoder, windows)
-        except Exception:  # find the culprit: run each window alone, so only a failing one fails
-            results: list[np.ndarray | Exception] = []
-            for window in windows:
-                try:
-                    results.append((await loop.run_in_executor(self._executor, self.encoder, [window]))[0])
-                except Exception as err:
-                    results.append(err)
-            return results
+        return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, windows)
 
     def stats(self) -> dict[int, int]:
         """How many batches of each size this replica has run."""

@@ -132,7 +132,7 @@ class EncodeRows:
             for start, frames in zip(_starts(layout[:, 3]), layout[:, 3].astype(int)):
                 windows.append(features[start : start + frames])
                 owners.append(row)
-        best = self._encode(windows)
+        best = self.encoder.encode_isolating_failures(windows)
         errors = list(batch["error"])
         per_row: list[list[np.ndarray]] = [[] for _ in errors]
         for row, ids in zip(owners, best):
@@ -143,19 +143,6 @@ class EncodeRows:
         return {"id": batch["id"], "duration": batch["duration"], "error": _column(errors), "windows": batch["windows"],
                 "best_ids": _column([np.concatenate(ids) if ids else np.zeros(0, np.int32) for ids in per_row]),
                 "best_lengths": _column([np.array([len(i) for i in ids], np.int64) for ids in per_row])}
-
-    def _encode(self, windows: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """All windows at once; if that fails, each alone, so one bad window cannot fail its neighbours."""
-        try:
-            return list(self.encoder(windows))
-        except Exception:
-            results: list[np.ndarray | Exception] = []
-            for window in windows:
-                try:
-                    results.append(self.encoder([window])[0])
-                except Exception as err:
-                    results.append(err)
-            return results
 
 
 def _starts(frames: np.ndarray) -> np.ndarray:

@@ -202,6 +202,20 @@ class Encoder:
                 results[index] = best
         return results
 
+    def encode_isolating_failures(self, windows: list[np.ndarray]) -> list[np.ndarray | Exception]:
+        """All windows at once; if that fails, each alone, so one bad window cannot fail the others it shares a call
+        with: its place holds its exception."""
+        try:
+            return list(self(windows))
+        except Exception:
+            results: list[np.ndarray | Exception] = []
+            for window in windows:
+                try:
+                    results.append(self([window])[0])
+                except Exception as err:
+                    results.append(err)
+            return results
+
     def fill_ratio(self, windows: list[np.ndarray]) -> float:
         """Share of the padded bucket frames that real frames fill (1.0: no padding at all)."""
         batch, frames = self.buckets.shape_for(len(windows), max(len(w) for w in windows))
