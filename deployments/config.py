@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from model import checkpoint
-from pipeline.stages import Buckets, default_dtype
+from pipeline.stages import DEFAULT_CONTEXT_SECONDS, Buckets, default_dtype
 
 DEVICES = ("auto", "cuda", "cpu")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -22,10 +22,10 @@ class AppConfig:
     device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
     dtype: str = "auto"  # auto: bfloat16 on cuda, float32 on cpu
     compile: bool | None = None  # torch.compile the encoder; None: on cuda only (CPU inductor warm-up takes minutes)
-    batch_sizes: tuple[int, ...] = (1, 4, 8)
-    frame_counts: tuple[int, ...] = (1000, 2000, 3000)  # 10 ms feature frames: 10, 20 and 30 s windows
+    batch_sizes: tuple[int, ...] = Buckets.batch_sizes
+    frame_counts: tuple[int, ...] = Buckets.frame_counts
     batch_wait_timeout_s: float = 0.01
-    context_seconds: float = 2.0  # overlap on each side of a window of long audio
+    context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_upload_mb: float = 100.0
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
 

@@ -26,11 +26,12 @@ import pyarrow.parquet as pq
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, Window, default_dtype
+from pipeline.stages import DEFAULT_CONTEXT_SECONDS, Buckets, Decoder, Encoder, Featurizer, Window, default_dtype
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
 WINDOW_FIELDS = ("offset", "keep_start", "keep_end", "frames")  # columns of a row's (windows, 4) `windows` array
+FEATURIZE_ROWS = 16  # rows per featurize task
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,14 @@ class BatchConfig:
     device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
     encoders: int = 1  # the encoder actor pool grows from 1 to this many actors (one GPU each on cuda)
     encoder_rows: int = 64  # rows per encoder call: their windows are sorted by length into the buckets
-    batch_sizes: tuple[int, ...] = (1, 4, 8)
-    frame_counts: tuple[int, ...] = (1000, 2000, 3000)
-    context_seconds: float = 2.0
+    batch_sizes: tuple[int, ...] = Buckets.batch_sizes
+    frame_counts: tuple[int, ...] = Buckets.frame_counts
+    context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_duration: float = 3600.0  # seconds; longer rows get an error instead of tying up a worker
     rows_per_file: int = 1000  # output rows gathered before a file is written: what an interruption can lose
+
+    def __post_init__(self) -> None:
+        self.buckets  # validates them before any work starts
 
     @property
     def buckets(self) -> Buckets:
@@ -228,15 +232,21 @@ def run(config: BatchConfig) -> dict[str, int]:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
         dataset = dataset.map_batches(drop_written, batch_format="pyarrow",
                                       fn_kwargs={"id_column": config.id_column, "written": written})
+    # Small blocks (a reader may put many files in one) let every stage start on a part of the input at once.
+    dataset = dataset.repartition(target_num_rows_per_block=FEATURIZE_ROWS)
     device = resolve_device(config.device)
     encoder_resources = {"num_gpus": 1, "num_cpus": 1} if device == "cuda" else {"num_cpus": 1}
+    # Featurizing asks for half a CPU and decoding and writing for a quarter, so that beside a CPU encoder actor
+    # they all fit on a small machine at once and rows stream to the output instead of waiting for the last read.
     (
-        dataset.map_batches(featurize_rows, batch_size=16, batch_format="pyarrow", fn_kwargs={"config": config})
+        dataset.map_batches(featurize_rows, batch_size=FEATURIZE_ROWS, batch_format="pyarrow",
+                            fn_kwargs={"config": config}, num_cpus=0.5)
         .map_batches(EncodeRows, batch_size=config.encoder_rows, batch_format="numpy",
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.encoders),
                      fn_constructor_kwargs={"config": config, "device": device}, **encoder_resources)
-        .map_batches(decode_rows, batch_size=64, batch_format="numpy", fn_kwargs={"config": config}, num_cpus=0.25)
-        .write_parquet(config.output, min_rows_per_file=config.rows_per_file)
+        .map_batches(decode_rows, batch_size=config.encoder_rows, batch_format="numpy", fn_kwargs={"config": config},
+                     num_cpus=0.25)
+        .write_parquet(config.output, min_rows_per_file=config.rows_per_file, ray_remote_args={"num_cpus": 0.25})
     )
     return summarize(config.output)
 
@@ -262,13 +272,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows-per-file", type=int, default=1000,
                         help="rows per output file; an interrupted job redoes at most the files not yet written")
     parser.add_argument("--max-duration", type=float, default=3600.0, help="seconds; longer rows get an error")
+    parser.add_argument("--batch-sizes", type=int_list, default=Buckets.batch_sizes,
+                        help="encoder batch buckets, comma-separated (default: %(default)s)")
+    parser.add_argument("--frame-counts", type=int_list, default=Buckets.frame_counts,
+                        help="encoder window buckets in 10 ms feature frames; longer audio is windowed")
+    parser.add_argument("--context-seconds", type=float, default=DEFAULT_CONTEXT_SECONDS,
+                        help="overlap on each side of a window of long audio")
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """'1,4,8' -> (1, 4, 8), for the bucket options."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
 
 
 def config_from_args(args: argparse.Namespace) -> BatchConfig:
     return BatchConfig(input=args.input, output=args.output, audio_column=args.audio_column, id_column=args.id_column,
                        model=args.model, device=args.device, encoders=args.encoders,
                        encoder_rows=args.encoder_rows, rows_per_file=args.rows_per_file,
-                       max_duration=args.max_duration)
+                       max_duration=args.max_duration, batch_sizes=args.batch_sizes, frame_counts=args.frame_counts,
+                       context_seconds=args.context_seconds)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ class Buckets:
     """The fixed (batch size, feature frames) shapes the encoder runs; frames are 10 ms feature frames."""
 
     batch_sizes: tuple[int, ...] = (1, 4, 8)
-    frame_counts: tuple[int, ...] = (1000, 2000, 3000)
+    frame_counts: tuple[int, ...] = (1000, 2000, 3000)  # 10, 20 and 30 s windows
 
     def __post_init__(self) -> None:
         for name in ("batch_sizes", "frame_counts"):
@@ -108,17 +108,22 @@ def plan_windows(samples: int, frame_samples: int, window_samples: int, context_
     return plan
 
 
+DEFAULT_CONTEXT_SECONDS = 2.0  # audio on each side of a window's kept middle when long audio is windowed
+
+
 class Featurizer:
     """Encoded audio or waveforms -> windows of log-mel features, sized for the encoder's largest bucket."""
 
-    def __init__(self, feature_config: FeatureConfig, frame_samples: int, max_frames: int, context_seconds: float = 2.0):
+    def __init__(self, feature_config: FeatureConfig, frame_samples: int, max_frames: int,
+                 context_seconds: float = DEFAULT_CONTEXT_SECONDS):
         self.features = LogMelFeatures(feature_config)
         self.frame_samples = frame_samples
         self.window_samples = max_frames * feature_config.hop_length
         self.context_samples = round(context_seconds * SAMPLE_RATE / frame_samples) * frame_samples
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None, max_frames: int, context_seconds: float = 2.0) -> Featurizer:
+    def from_pretrained(cls, model: str | os.PathLike | None, max_frames: int,
+                        context_seconds: float = DEFAULT_CONTEXT_SECONDS) -> Featurizer:
         config, feature_config = checkpoint.read_configs(checkpoint.resolve(model))
         return cls(feature_config, encoder_frame_samples(feature_config, config.encoder_config), max_frames, context_seconds)
 

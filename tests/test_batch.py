@@ -161,8 +161,9 @@ def wait_for(url: str, timeout: float) -> None:
         time.sleep(1)
 
 
-def test_ray_job_submit_against_a_started_cluster(dataset, tmp_path):
-    path, audio = dataset
+@pytest.fixture(scope="module")
+def started_cluster():
+    """A `ray start --head` cluster with its dashboard (the job server): (its address, the env to reach it)."""
     gcs_port, dashboard_port = free_port(), free_port()
     # Every port its own: the module's local Ray already holds the default agent ports.
     agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
@@ -176,16 +177,71 @@ def test_ray_job_submit_against_a_started_cluster(dataset, tmp_path):
     try:
         address = f"http://127.0.0.1:{dashboard_port}"
         wait_for(f"{address}/api/version", timeout=180)
-        command = ["ray", "job", "submit", f"--address={address}", "--working-dir", str(ROOT), "--", "python", "-m",
-                   "pipeline.batch", "--input", str(path), "--output", str(tmp_path / "out")]
-        for _ in range(30):  # the dashboard answers before its job agent is up: "No available agent", try again
-            submit = subprocess.run(command, capture_output=True, text=True, timeout=900, env=env)
-            if "No available agent" not in submit.stderr:
-                break
-            time.sleep(2)
-        assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
-        assert "succeeded" in submit.stdout
+        yield address, env
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head takes its processes down with it
         head.wait(timeout=120)
+
+
+def ray_job(address: str, env: dict[str, str], command: str, *args: str) -> subprocess.CompletedProcess:
+    """`ray job COMMAND ARGS` against the cluster; the dashboard answers before its job agent is up: retried."""
+    for _ in range(30):
+        result = subprocess.run(["ray", "job", command, f"--address={address}", *args], capture_output=True,
+                                text=True, timeout=900, env=env)
+        if "No available agent" not in result.stderr:
+            return result
+        time.sleep(2)
+    return result
+
+
+def test_ray_job_submit_against_a_started_cluster(dataset, started_cluster, tmp_path):
+    path, audio = dataset
+    address, env = started_cluster
+    submit = ray_job(address, env, "submit", "--working-dir", str(ROOT), "--", "python", "-m", "pipeline.batch",
+                     "--input", str(path), "--output", str(tmp_path / "out"))
+    assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
+    assert "succeeded" in submit.stdout
     assert set(read_output(tmp_path / "out")) == set(audio)
+
+
+def test_job_stopped_half_way_then_resubmitted(dataset, started_cluster, expected, tmp_path):
+    """A job stopped while it writes files, then submitted again: every row exactly once, transcripts right."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    path, audio = dataset
+    address, _ = started_cluster
+    table, inputs, output = pq.read_table(path), tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    for part, start in enumerate(range(0, len(table), 25)):
+        pq.write_table(table.slice(start, 25), inputs / f"part-{part}.parquet")
+    client = JobSubmissionClient(address)
+    job = {"entrypoint": f"python -m pipeline.batch --input {inputs} --output {output} --encoder-rows 16 "
+                         "--rows-per-file 16", "runtime_env": {"working_dir": str(ROOT)}}
+    first_run = client.submit_job(**job)
+    deadline = time.monotonic() + 600
+    while not list(output.glob("*.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    client.stop_job(first_run)
+    while client.get_job_status(first_run) not in {JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED}:
+        time.sleep(0.5)
+    assert client.get_job_status(first_run) == JobStatus.STOPPED
+    done = sum(pq.read_metadata(path).num_rows for path in output.glob("*.parquet") if _complete(path))
+    assert 0 < done < len(audio), f"the stop was not half-way: {done} of {len(audio)} rows written"
+
+    second_run = client.submit_job(**job)
+    while client.get_job_status(second_run) not in {JobStatus.STOPPED, JobStatus.SUCCEEDED, JobStatus.FAILED}:
+        time.sleep(1)
+    logs = client.get_job_logs(second_run)
+    assert client.get_job_status(second_run) == JobStatus.SUCCEEDED, logs[-3000:]
+    assert f"{done} rows already in" in logs, logs[-3000:]
+    rows = read_output(output)
+    assert set(rows) == set(audio)
+    assert {row_id: rows[row_id]["text"] for row_id in expected} == {row_id: t for row_id, (t, _) in expected.items()}
+
+
+def _complete(path: Path) -> bool:
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowInvalid, OSError):
+        return False
+    return True

@@ -1,4 +1,4 @@
-"""The `parakeet transcribe` command on a checkpoint directory."""
+"""The `parakeet` command: transcribe on a checkpoint directory, batch options."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 import soundfile
 
 from model import load_model
-from pipeline.cli import main
+from pipeline.batch import config_from_args
+from pipeline.cli import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -53,3 +54,18 @@ def test_bad_file_is_a_clear_error_not_a_traceback(small_checkpoint, tmp_path) -
     assert result.returncode == 2
     assert result.stderr.startswith(f"parakeet: error: {bad}: cannot decode audio")
     assert "Traceback" not in result.stderr
+
+
+def test_batch_bucket_options_reach_the_job_config() -> None:
+    args = build_parser().parse_args(["batch", "--input", "in", "--output", "out", "--batch-sizes", "2,16",
+                                      "--frame-counts", "500,1500", "--context-seconds", "1.5"])
+    config = config_from_args(args)
+    assert (config.buckets.batch_sizes, config.buckets.frame_counts, config.context_seconds) == ((2, 16), (500, 1500), 1.5)
+
+
+def test_batch_rejects_bad_buckets_before_starting(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["batch", "--input", "in", "--output", "out", "--batch-sizes", "4,x"])
+    assert "expected comma-separated whole numbers, got '4,x'" in capsys.readouterr().err
+    assert main(["batch", "--input", "in", "--output", "out", "--frame-counts", "2000,1000"]) == 2
+    assert "bucket frame_counts must be distinct positive numbers in increasing order" in capsys.readouterr().err
