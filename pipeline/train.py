@@ -85,6 +85,11 @@ def spec_augment(features: torch.Tensor, lengths: torch.Tensor, generator: torch
     return features
 
 
+def autocast(device: torch.device) -> torch.autocast:
+    """bfloat16 matmuls on a GPU (the CTC loss itself stays float32); plain float32 on CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
 def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
     """Linear warm-up, then cosine decay to 5% of the peak."""
     if step < warmup:
@@ -96,10 +101,12 @@ def learning_rate(step: int, peak: float, warmup: int, total: int) -> float:
 @torch.inference_mode()
 def evaluate(network: ParakeetCTC, split: Split, tokenizer: Tokenizer, max_frames: int) -> tuple[float, float]:
     network.eval()
+    device = next(network.parameters()).device
     hypotheses: dict[int, str] = {}
     for indices in length_batches([len(f) for f in split.features], max_frames, random.Random(0)):
         features, lengths, _, _ = collate(split, indices, network.config.blank_id)
-        logits, logit_lengths = network(features, lengths)
+        with autocast(device):
+            logits, logit_lengths = network(features.to(device), lengths.to(device))
         for index, spans in zip(indices, greedy_ctc(logits, logit_lengths, network.config.blank_id)):
             hypotheses[index] = tokenizer.decode([s.token_id for s in spans])
     network.train()
@@ -126,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=True,
                         help="mask frequency bands and time spans of the training features")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cuda trains in bfloat16 autocast; raise --max-frames to fill the GPU")
     return parser
 
 
@@ -164,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"featurised {len(train.texts)} train / {len(dev.texts)} dev utterances in {time.time() - started:.0f} s",
           file=sys.stderr)
 
-    network = ParakeetCTC(config).train()
+    device = torch.device(args.device)
+    network = ParakeetCTC(config).to(device).train()
     print(f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters", file=sys.stderr)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-3, betas=(0.9, 0.98))
     rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
@@ -173,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     total_steps = args.epochs * steps_per_epoch
     step, best_wer = 0, float("inf")
     if args.resume:
-        state = torch.load(state_path, weights_only=False)
+        state = torch.load(state_path, weights_only=False, map_location=device)
         network.load_state_dict(state["network"])
         optimizer.load_state_dict(state["optimizer"])
         step, best_wer = state["step"], state["best_wer"]
         rng.setstate(state["rng"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generator"].cpu())
 
     smoothed, started = None, time.time()
     start_step = step
@@ -191,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 features = spec_augment(features, feature_lengths, generator)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, args.lr, args.warmup, total_steps)
-            loss = network.loss(features, feature_lengths, targets, target_lengths)
+            with autocast(device):
+                loss = network.loss(*(tensor.to(device) for tensor in (features, feature_lengths, targets, target_lengths)))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)

@@ -1,0 +1,51 @@
+"""The training recipe end to end on a tiny corpus: a run, a resumed run, and the checkpoint it writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from model import load_model
+from pipeline import train
+from pipeline.sentences import sentence_pool
+from pipeline.synthesize import Voice, write_corpus
+
+pytestmark = pytest.mark.slow
+TINY = ["--hidden", "32", "--layers", "1", "--heads", "2", "--subsampling-channels", "8", "--vocab-size", "65",
+        "--max-frames", "1200", "--eval-every", "3", "--warmup", "2"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("corpus")
+    voices = [Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2")]
+    sentences = sentence_pool(16, seed=5)
+    write_corpus(directory / "train.parquet", "train", sentences[:12], voices, seed=0, augmented=True, workers=1)
+    write_corpus(directory / "dev.parquet", "dev", sentences[12:], voices, seed=1, augmented=False, workers=1)
+    return directory
+
+
+def test_train_then_resume_writes_a_loadable_checkpoint(corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    assert train.main(["--data", str(corpus), "--out", str(out), "--epochs", "1", *TINY]) == 0
+    first = torch.load(out / "last.pt", weights_only=False)
+    log = capsys.readouterr().err
+    assert f"step {first['step']}: dev WER" in log and "done: best dev WER" in log
+
+    assert train.main(["--data", str(corpus), "--out", str(out), "--epochs", "2", "--resume", *TINY]) == 0
+    resumed = torch.load(out / "last.pt", weights_only=False)
+    assert resumed["step"] == 2 * first["step"]  # continued from the first run's step, not from zero
+    assert not torch.equal(resumed["network"]["ctc_head.weight"], first["network"]["ctc_head.weight"])
+
+    model = load_model(out / "model")
+    assert model.config.encoder_config.hidden_size == 32 and model.config.vocab_size == 65
+    assert model.tokenizer.blank_id == 64  # the blank is the last id, as in the official checkpoints
+    [transcript] = model.transcribe(torch.zeros(16000).numpy())
+    assert isinstance(transcript.text, str)
+
+
+def test_resume_needs_a_state(corpus: Path, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="--resume: .*last.pt does not exist"):
+        train.main(["--data", str(corpus), "--out", str(tmp_path / "empty"), "--resume", *TINY])
