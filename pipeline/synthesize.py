@@ -2,14 +2,18 @@
 
     python -m pipeline.synthesize --out data/corpus            # about 8 minutes on 2 cores
 
-writes train/dev/test.parquet (disjoint sentences, training voices) and holdout_voice.parquet (the test sentences
-in a voice never used for training). Columns: id, audio (16 kHz mono FLAC bytes), text, voice, duration.
+writes train/dev/test.parquet (disjoint sentences, training voices), holdout_voice.parquet (the test sentences
+in a voice never used for training) and dev_passages.parquet (the dev sentences read several at a time). Besides
+single sentences, train.parquet holds passages: 2-8 training sentences read in one go with pauses between them
+(7-30 s), so that the model also learns audio as long as the encoder's windows. Columns: id, audio (16 kHz mono
+FLAC bytes), text, voice, duration.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import random
 import subprocess
 import sys
 import tempfile
@@ -33,6 +37,9 @@ DEFAULT_HOLDOUT = "flite:slt"
 # The recipe of the shipped model: sentence_pool(sum of these, DEFAULT_SEED), split in this order.
 DEFAULT_SPLITS = {"train": 24000, "dev": 400, "test": 400}
 DEFAULT_SEED = 0
+DEFAULT_PASSAGES = {"train": 6000, "dev": 100}
+PASSAGE_SENTENCES = (2, 8)  # fewest and most sentences in a passage
+PAUSE_SECONDS = (0.1, 0.8)  # silence between a passage's sentences
 
 
 @dataclass(frozen=True)
@@ -98,23 +105,39 @@ def encode_flac(audio: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _utterance(job: tuple[str, str, list[Voice], int, int, bool]) -> dict:
+Utterance = str | tuple[str, ...]  # one sentence, or a passage of sentences read by one voice with pauses
+
+
+def passages(sentences: list[str], count: int, seed: int) -> list[tuple[str, ...]]:
+    """`count` passages of PASSAGE_SENTENCES sentences drawn from `sentences`, the same for the same seed."""
+    rng = random.Random(seed)
+    return [tuple(rng.sample(sentences, rng.randint(*PASSAGE_SENTENCES))) for _ in range(count)]
+
+
+def _utterance(job: tuple[str, Utterance, list[Voice], int, int, bool]) -> dict:
     """One row; its randomness comes from (seed, index) alone, so any worker count gives the same corpus."""
-    utterance_id, text, voices, seed, index, augmented = job
+    utterance_id, utterance, voices, seed, index, augmented = job
     rng = np.random.default_rng([seed, index])
     voice = voices[rng.integers(len(voices))]
-    audio = synthesize(text, voice, speed=rng.uniform(0.8, 1.15), pitch=int(rng.integers(30, 71)))
+    speed, pitch = rng.uniform(0.8, 1.15), int(rng.integers(30, 71))
+    sentences = (utterance,) if isinstance(utterance, str) else utterance
+    parts = []
+    for sentence in sentences:
+        if parts:
+            parts.append(np.zeros(round(rng.uniform(*PAUSE_SECONDS) * SAMPLE_RATE), np.float32))
+        parts.append(synthesize(sentence, voice, speed=speed, pitch=pitch))
+    audio = np.concatenate(parts)
     if augmented:
         audio = augment(audio, rng)
-    return {"id": utterance_id, "audio": encode_flac(audio), "text": text, "voice": str(voice),
+    return {"id": utterance_id, "audio": encode_flac(audio), "text": " ".join(sentences), "voice": str(voice),
             "duration": len(audio) / SAMPLE_RATE}
 
 
 def write_corpus(
-    path: Path, name: str, sentences: list[str], voices: list[Voice], seed: int, augmented: bool, workers: int = 2
+    path: Path, name: str, utterances: list[Utterance], voices: list[Voice], seed: int, augmented: bool, workers: int = 2
 ) -> None:
-    """Synthesise `sentences` into one parquet file, printing progress to stderr."""
-    jobs = [(f"{name}-{i:06d}", text, voices, seed, i, augmented) for i, text in enumerate(sentences)]
+    """Synthesise `utterances` into one parquet file, printing progress to stderr."""
+    jobs = [(f"{name}-{i:06d}", utterance, voices, seed, i, augmented) for i, utterance in enumerate(utterances)]
     rows, started = [], time.time()
     with Pool(workers) as pool:
         for rows_done, row in enumerate(pool.imap(_utterance, jobs, chunksize=8), start=1):
@@ -131,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     for split, count in DEFAULT_SPLITS.items():
         parser.add_argument(f"--{split}", type=int, default=count, help=f"{split} utterances")
+    for split, count in DEFAULT_PASSAGES.items():
+        parser.add_argument(f"--{split}-passages", type=int, default=count, help=f"{split} passages")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--holdout-voice", default=DEFAULT_HOLDOUT, help="engine:name of the voice kept out of training")
@@ -142,11 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--holdout-voice {args.holdout_voice} is not installed; choose from {', '.join(map(str, voices))}")
     seen = [v for v in voices if v not in held_out]
     pool = sentence_pool(args.train + args.dev + args.test, args.seed)
+    train, dev, test = pool[: args.train], pool[args.train : args.train + args.dev], pool[args.train + args.dev :]
     splits = {
-        "train": (pool[: args.train], seen, True),
-        "dev": (pool[args.train : args.train + args.dev], seen, False),
-        "test": (pool[args.train + args.dev :], seen, False),
-        "holdout_voice": (pool[args.train + args.dev :], held_out, False),
+        "train": (train + passages(train, args.train_passages, args.seed), seen, True),
+        "dev": (dev, seen, False),
+        "test": (test, seen, False),
+        "holdout_voice": (test, held_out, False),
+        "dev_passages": (passages(dev, args.dev_passages, args.seed + 1), seen, False),
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for offset, (name, (sentences, split_voices, augmented)) in enumerate(splits.items()):

@@ -10,7 +10,16 @@ import pytest
 import soundfile
 
 from pipeline.sentences import clock_words, normalize_text, number_words, sentence_pool, year_words
-from pipeline.synthesize import Voice, augment, available_voices, synthesize, write_corpus
+from pipeline.synthesize import (
+    PASSAGE_SENTENCES,
+    PAUSE_SECONDS,
+    Voice,
+    augment,
+    available_voices,
+    passages,
+    synthesize,
+    write_corpus,
+)
 
 
 def test_normal_form() -> None:
@@ -78,3 +87,17 @@ def test_corpus_parquet_is_decodable_and_independent_of_workers(tmp_path) -> Non
         assert rate == 16000 and audio.ndim == 1
         assert row["duration"] == pytest.approx(len(audio) / 16000)
         assert row["voice"] in {"espeak-ng:en-us", "flite:kal"}
+
+
+def test_passages_are_several_sentences_in_one_voice_with_pauses(tmp_path) -> None:
+    sentences = sentence_pool(20, seed=4)
+    chosen = passages(sentences, 5, seed=9)
+    assert chosen == passages(sentences, 5, seed=9) and chosen != passages(sentences, 5, seed=10)
+    assert all(PASSAGE_SENTENCES[0] <= len(p) <= PASSAGE_SENTENCES[1] and set(p) <= set(sentences) for p in chosen)
+    voice = Voice("espeak-ng", "en-us")
+    write_corpus(tmp_path / "p.parquet", "p", [chosen[0], chosen[0][0]], [voice], seed=1, augmented=False, workers=1)
+    passage, single = pq.read_table(tmp_path / "p.parquet").to_pylist()
+    assert passage["text"] == " ".join(chosen[0]) and single["text"] == chosen[0][0]
+    spoken = sum(len(synthesize(s, voice, speed=1.0)) for s in chosen[0]) / 16000  # at the engine's normal speed
+    pauses = (len(chosen[0]) - 1) * np.array(PAUSE_SECONDS)
+    assert spoken / 1.15 + pauses[0] <= passage["duration"] <= spoken / 0.8 + pauses[1]
