@@ -22,9 +22,9 @@ DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
 FRAME_SECONDS = 0.1  # audio per binary frame
 
 
-def realtime_url(url: str, settings: StreamSettings | None = None) -> str:
-    """`url` with the query parameters of 16 kHz audio and `settings` (the server's defaults when None)."""
-    params = {"sample_rate": SAMPLE_RATE, **(vars(settings) if settings else {})}
+def realtime_url(url: str, settings: StreamSettings | None = None, sample_rate: int = SAMPLE_RATE) -> str:
+    """`url` with the query parameters of audio at `sample_rate` and `settings` (the server's defaults when None)."""
+    params = {"sample_rate": sample_rate, **(vars(settings) if settings else {})}
     return f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
 
 

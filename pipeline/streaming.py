@@ -132,17 +132,18 @@ class Stream:
 
     @property
     def backlog_seconds(self) -> float:
-        """Audio received but not yet committed."""
-        return max(0, self.received - self.committed_frame * self.frame_samples) / SAMPLE_RATE
+        """Audio received beyond what the next step (one chunk and its look-ahead) needs."""
+        needed = (self.committed_frame + self.chunk + self.ahead) * self.frame_samples
+        return max(0, self.received - needed) / SAMPLE_RATE
 
     def feed(self, samples: np.ndarray) -> None:
         """Append 16 kHz float32 samples; raises StreamError when the client is too far ahead of transcription."""
         if self.ended:
             raise StreamError("audio arrived after the end of the stream")
         self.audio = np.concatenate([self.audio, samples])
-        if self.received - self.committed_frame * self.frame_samples > self.max_backlog_samples:
+        if self.backlog_seconds * SAMPLE_RATE > self.max_backlog_samples:
             raise StreamError(f"audio is arriving faster than it can be transcribed: {self.backlog_seconds:.1f} s "
-                              f"waiting unprocessed (the limit is {self.max_backlog_samples / SAMPLE_RATE:g} s); "
+                              f"are waiting (the limit is {self.max_backlog_samples / SAMPLE_RATE:g} s); "
                               f"send in real time")
 
     def end(self) -> None:

@@ -119,8 +119,8 @@ def test_silence_and_empty_streams_are_done_without_the_encoder(stages) -> None:
 def test_a_client_far_ahead_of_transcription_is_refused(stages) -> None:
     featurizer, _, decoder = stages
     stream = Stream(featurizer, decoder, StreamSettings(), max_backlog_seconds=5.0)
-    stream.feed(np.zeros(16000 * 4, np.float32))
-    with pytest.raises(StreamError, match=r"faster than it can be transcribed: 6.0 s waiting unprocessed \(the limit is 5 s\)"):
+    stream.feed(np.zeros(16000 * 6, np.float32))  # 2.4 s for the first step (chunk and look-ahead), 3.6 s waiting
+    with pytest.raises(StreamError, match=r"faster than it can be transcribed: 5.6 s are waiting \(the limit is 5 s\)"):
         stream.feed(np.zeros(16000 * 2, np.float32))
     stream = Stream(featurizer, decoder, StreamSettings(), max_backlog_seconds=5.0)
     for _ in range(30):  # a client in step with transcription never reaches the limit
