@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
@@ -99,6 +100,7 @@ class Transcriber:
         self.rtfx = Histogram("parakeet_request_rtfx", boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
                               description="Audio seconds per wall-clock second of a request, end to end.")
         # Streams cut their windows here (log-mel of a few seconds is cheap) and decode here: one hop per window.
+        torch.set_num_threads(1)  # many small windows from many streams, in threads off the event loop
         self.stream_featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
         self.stream_decoder = Decoder.from_pretrained(config.model)
         self.live_streams = 0
@@ -174,7 +176,7 @@ class Transcriber:
         return StreamingResponse(events, media_type="text/event-stream")
 
     @app.websocket("/v1/realtime")
-    async def realtime(self, websocket: WebSocket) -> None:
+    async def realtime_session(self, websocket: WebSocket) -> None:
         """16-bit PCM frames in, partial/final/done (or error) JSON events out; see README "Streaming"."""
         await websocket.accept()
         try:

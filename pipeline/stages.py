@@ -129,13 +129,17 @@ class Featurizer:
         """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no windows."""
         waveform = load_audio(audio, sample_rate, name, allow_empty=True)
         duration = len(waveform) / SAMPLE_RATE
-        if len(waveform) < self.features.min_samples or np.abs(waveform).max() < SILENCE_PEAK:
+        if not self.holds_speech(waveform):
             return FeaturizedAudio([], [], duration)
         features, windows = [], []
         for start, end, window in plan_windows(len(waveform), self.frame_samples, self.window_samples, self.context_samples):
             features.append(self.window_features(waveform[start:end]))
             windows.append(window)
         return FeaturizedAudio(features, windows, duration)
+
+    def holds_speech(self, waveform: np.ndarray) -> bool:
+        """False for audio too short for a frame pair, or silent: it is transcribed as "" without the model."""
+        return len(waveform) >= self.features.min_samples and float(np.abs(waveform).max()) >= SILENCE_PEAK
 
     def window_features(self, waveform: np.ndarray) -> np.ndarray:
         """One window's 16 kHz waveform -> its normalised (frames, mels) log-mel features."""

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import numpy as np
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from model.audio import SAMPLE_RATE, load_audio
 from pipeline.streaming import Event, StreamSettings
@@ -50,6 +50,8 @@ async def stream_audio(url: str, audio: np.ndarray, speed: float = 1.0) -> Async
         try:
             async for message in websocket:
                 yield time.monotonic() - started, json.loads(message)
+        except ConnectionClosedError:
+            pass  # after an error event, the server closes with its code; a dropped network ends here too
         finally:
             sender.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
@@ -59,18 +61,20 @@ async def stream_audio(url: str, audio: np.ndarray, speed: float = 1.0) -> Async
 async def play(args: argparse.Namespace) -> int:
     audio = load_audio(args.file)
     settings = StreamSettings(args.chunk_seconds, args.left_context_seconds, args.lookahead_seconds)
-    failed = False
+    last = None
     async for _, event in stream_audio(realtime_url(args.url, settings), audio, args.speed):
-        failed |= event["type"] == "error"
+        last = event
         if args.json:
             print(json.dumps(event), flush=True)
         elif event["type"] == "final":
-            print(event["text"], end=" ", flush=True)
-        elif event["type"] == "partial" and sys.stderr.isatty():
-            print(f"\r\033[K… {event['text']}", end="", file=sys.stderr, flush=True)
-        elif event["type"] in ("done", "error"):
-            print(f"\r\033[K{event.get('message', '')}", file=sys.stderr if failed else sys.stdout, flush=True)
-    return 1 if failed else 0
+            print(event["text"], end=" ", flush=True)  # committed words as they come; partials only with --json
+        elif event["type"] == "done":
+            print()
+        if event["type"] == "error":
+            print(f"parakeet: error: {event['message']}", file=sys.stderr)
+    if last is None or last["type"] not in ("done", "error"):
+        print("parakeet: error: the connection closed before the transcript was done", file=sys.stderr)
+    return 0 if last and last["type"] == "done" else 1
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-seconds", type=float, default=defaults.chunk_seconds)
     parser.add_argument("--left-context-seconds", type=float, default=defaults.left_context_seconds)
     parser.add_argument("--lookahead-seconds", type=float, default=defaults.lookahead_seconds)
-    parser.add_argument("--json", action="store_true", help="print every event as a JSON line")
+    parser.add_argument("--json", action="store_true", help="print every event (partials too) as a JSON line")
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ import numpy as np
 
 from model.audio import SAMPLE_RATE
 from model.decoding import TokenSpan
-from pipeline.stages import SILENCE_PEAK, Decoder, Featurizer, Window
+from pipeline.stages import Decoder, Featurizer, Window
 
 Event = dict[str, Any]  # one JSON message of the protocol: {"type": "partial" | "final" | "done" | "error", ...}
 NO_IDS = np.empty(0, np.int32)
@@ -37,7 +37,7 @@ class StreamSettings:
     """Seconds of new audio committed per step, of audio before it and after it that each step re-encodes."""
 
     chunk_seconds: float = 0.8
-    left_context_seconds: float = 8.0
+    left_context_seconds: float = 7.6  # with the rest, a 10 s window: it fills the default 10 s bucket exactly
     lookahead_seconds: float = 1.6
 
     def frames(self, frame_seconds: float) -> tuple[int, int, int]:
@@ -120,15 +120,12 @@ class Stream:
         self.featurizer = featurizer
         self.committer = Committer(decoder)
         self.max_backlog_samples = max_backlog_seconds * SAMPLE_RATE
-        self.audio = np.empty(0, np.float32)
-        self.audio_start = 0  # stream sample of self.audio[0]; earlier audio is no longer needed
+        self.pieces: list[np.ndarray] = []  # the audio still needed, joined only when a window is cut from it
+        self.audio_start = 0  # stream sample where the pieces start; earlier audio is no longer needed
+        self.received = 0  # samples
         self.committed_frame = 0  # tokens starting before this encoder frame are committed
         self.ended = False  # no more audio will come
         self.finished = False  # all of it is committed
-
-    @property
-    def received(self) -> int:
-        return self.audio_start + len(self.audio)
 
     @property
     def backlog_seconds(self) -> float:
@@ -140,7 +137,8 @@ class Stream:
         """Append 16 kHz float32 samples; raises StreamError when the client is too far ahead of transcription."""
         if self.ended:
             raise StreamError("audio arrived after the end of the stream")
-        self.audio = np.concatenate([self.audio, samples])
+        self.pieces.append(samples)
+        self.received += len(samples)
         if self.backlog_seconds * SAMPLE_RATE > self.max_backlog_samples:
             raise StreamError(f"audio is arriving faster than it can be transcribed: {self.backlog_seconds:.1f} s "
                               f"are waiting (the limit is {self.max_backlog_samples / SAMPLE_RATE:g} s); "
@@ -163,14 +161,14 @@ class Stream:
                 return None
             keep_end = self.committed_frame + chunks * self.chunk
             end = (keep_end + self.ahead) * self.frame_samples
+        audio = np.concatenate(self.pieces) if len(self.pieces) != 1 else self.pieces[0]
+        self.pieces = [audio]
         window = Window(start // self.frame_samples, self.committed_frame, keep_end)
-        return StreamWindow(window, self.audio[start - self.audio_start : end - self.audio_start], end / SAMPLE_RATE)
+        return StreamWindow(window, audio[start - self.audio_start : end - self.audio_start], end / SAMPLE_RATE)
 
     def featurize(self, window: StreamWindow) -> np.ndarray | None:
         """The window's features, or None when it is silent or too short to hold any word (nothing to encode)."""
-        if len(window.audio) < self.featurizer.features.min_samples or np.abs(window.audio).max() < SILENCE_PEAK:
-            return None
-        return self.featurizer.window_features(window.audio)
+        return self.featurizer.window_features(window.audio) if self.featurizer.holds_speech(window.audio) else None
 
     def accept(self, window: StreamWindow, best_ids: np.ndarray) -> list[Event]:
         """The encoder's best ids for `window` (NO_IDS when featurize() gave None) -> events to send."""
@@ -181,7 +179,8 @@ class Stream:
             return events + [self.committer.done()]
         self.committed_frame = int(window.window.keep_end)
         keep_from = max(0, self.committed_frame - self.left) * self.frame_samples
-        self.audio, self.audio_start = self.audio[keep_from - self.audio_start :], keep_from
+        audio = np.concatenate(self.pieces) if self.pieces else np.empty(0, np.float32)
+        self.pieces, self.audio_start = [audio[keep_from - self.audio_start :]], keep_from
         return events + [{"type": "partial", "text": partial, "end": window.end_seconds}]
 
 

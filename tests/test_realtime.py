@@ -26,7 +26,7 @@ from websockets.sync.client import connect  # noqa: E402
 PORT = 8125
 URL = f"http://127.0.0.1:{PORT}"
 REALTIME = f"ws://127.0.0.1:{PORT}/v1/realtime"
-# Windows of up to 12 s (the default 0.8 + 8 + 1.6 s streaming window fits), long audio windowed with 2 s of context.
+# Windows of up to 12 s (the default 10 s streaming window fits), long audio windowed with 2 s of context.
 APP_OPTIONS = {"device": "cpu", "batch_sizes": [1, 8], "frame_counts": [600, 1200], "context_seconds": 2.0,
                "encoder_threads": 1, "stream_max_backlog_s": 20.0, "stream_idle_timeout_s": 5.0}
 # Streaming windows equal to the app's long-audio windows: 8 s committed, 2 s of context on each side.
@@ -200,3 +200,17 @@ def test_uploads_stream_server_sent_events(app, long_recording: np.ndarray) -> N
     answer = requests.post(f"{URL}/v1/audio/transcriptions", files={"file": ("notes.txt", b"not audio")},
                            data={"stream": "true"}, timeout=60)
     assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("notes.txt: cannot decode audio")
+
+
+def test_the_stream_command_prints_the_events(app, long_recording: np.ndarray, tmp_path, capsys) -> None:
+    from pipeline.cli import main
+
+    path = tmp_path / "six_seconds.flac"
+    soundfile.write(path, long_recording[: 16000 * 6], 16000)
+    assert main(["stream", str(path), "--url", REALTIME, "--speed", "4", "--json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    check_consistent(events)
+    assert main(["stream", str(path), "--url", REALTIME, "--speed", "4"]) == 0
+    assert capsys.readouterr().out.strip() == events[-1]["text"]
+    assert main(["stream", str(path), "--url", REALTIME, "--chunk-seconds", "0"]) == 1
+    assert "chunk_seconds must be at least one encoder frame" in capsys.readouterr().err

@@ -145,6 +145,12 @@ def test_settings_are_checked_against_the_buckets(stages, settings: StreamSettin
         Stream(featurizer, decoder, settings)
 
 
+def test_the_default_window_fills_the_default_smallest_bucket() -> None:
+    StreamSettings().check(0.08, Buckets().frame_counts[0] * 0.01)  # no padding into the next bucket up
+    with pytest.raises(StreamError):
+        StreamSettings(left_context_seconds=7.68).check(0.08, Buckets().frame_counts[0] * 0.01)
+
+
 def test_pcm_frames_are_decoded_and_resampled_across_frames() -> None:
     rng = np.random.default_rng(0)
     pcm = (rng.standard_normal(44100) * 3000).astype("<i2")
