@@ -1,7 +1,7 @@
 """Latency of /v1/realtime streams played in real time, at 1, 8 and 32 concurrent streams.
 
     python bench/streaming_latency.py                        # embedded model, CPU, default streaming settings
-    python bench/streaming_latency.py --streams 1 8 32 64 --seconds 60
+    python bench/streaming_latency.py --streams 1 8 32 64 --seconds 60 --encoder-threads 1
 
 Each stream plays its own synthesised speech at the pace of speech, starting at a random moment within the first
 chunk. An event's latency is when it arrived minus when the last audio it covers (`end`) was sent. Prints one
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per stream")
+    parser.add_argument("--encoder-threads", type=int, default=None, help="torch threads of the encoder (default: all cores)")
     args = parser.parse_args()
 
     clips = [speech(args.seconds, seed) for seed in range(8)]
@@ -92,7 +93,8 @@ def main() -> None:
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app({"model": args.model, "device": "cpu"}), name="bench", route_prefix="/")
+    options = {"model": args.model, "device": "cpu", "encoder_threads": args.encoder_threads}
+    serve.run(build_app(options), name="bench", route_prefix="/")
     url = realtime_url(f"ws://127.0.0.1:{PORT}/v1/realtime")
     asyncio.run(run_level(url, clips[:1], 1))  # warm connections and replicas
     rows = []
