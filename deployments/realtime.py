@@ -4,7 +4,8 @@ Both send each window's features to the encoder through `encode` (the Encoder de
 windows of every live stream and upload share the encoder's fixed-shape batches.
 """
 
-# No `from __future__ import annotations`: this module's types are read by FastAPI through the ingress.
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import dataclasses
@@ -91,7 +92,12 @@ async def transcribe_audio(websocket: WebSocket, stream: Stream, encode: Encode,
 
 async def close_with_error(websocket: WebSocket, message: str, code: int) -> None:
     await websocket.send_json({"type": "error", "message": message})
-    await websocket.close(code, reason=message[:120])  # a close reason holds at most 123 bytes
+    await websocket.close(code, reason=close_reason(message))
+
+
+def close_reason(message: str) -> str:
+    """As much of `message` as a close frame holds (123 bytes of UTF-8)."""
+    return message.encode()[:123].decode(errors="ignore")
 
 
 async def run_session(websocket: WebSocket, stream: Stream, pcm: PCMStream, encode: Encode, idle_timeout: float) -> None:

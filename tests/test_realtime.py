@@ -14,6 +14,7 @@ import requests
 import soundfile
 import soxr
 
+from deployments.realtime import close_reason
 from pipeline.metrics import word_error_rate
 from pipeline.stream_client import pcm16, realtime_url, stream_audio
 from pipeline.streaming import StreamSettings
@@ -159,7 +160,7 @@ def test_a_dropped_connection_frees_its_stream(app, long_recording: np.ndarray) 
 def test_bad_parameters_get_an_error_event(app, query: str, message: str) -> None:
     events, code, reason = session(f"{REALTIME}?{query}")
     assert len(events) == 1 and events[0]["type"] == "error" and message in events[0]["message"]
-    assert code == 1008 and reason == events[0]["message"][:120]
+    assert code == 1008 and reason == close_reason(events[0]["message"])
 
 
 @pytest.mark.parametrize("frames, message", [
