@@ -28,6 +28,8 @@ class AppConfig:
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_upload_mb: float = 100.0
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
+    stream_max_backlog_s: float = 30.0  # a stream whose audio runs this far ahead of transcription is refused
+    stream_idle_timeout_s: float = 30.0  # a stream that sends nothing for this long is closed
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

@@ -6,18 +6,22 @@ import time
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, File, Form, Request, UploadFile
+import torch
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
-from ray.serve.metrics import Counter, Histogram
+from ray.serve.metrics import Counter, Gauge, Histogram
 
+from deployments import realtime
 from deployments.config import AppConfig
-from model.audio import SAMPLE_RATE, AudioError, UnsupportedFormatError
+from model.audio import SAMPLE_RATE, AudioError, PCMStream, UnsupportedFormatError
 from model.decoding import Transcript
 from pipeline.formats import render, verbose_json
+from pipeline.stages import Decoder, FeaturizedAudio, Featurizer
+from pipeline.streaming import Committer, Stream, StreamError
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
@@ -95,6 +99,21 @@ class Transcriber:
         self.audio_seconds = Counter("parakeet_audio_seconds_total", description="Seconds of audio transcribed.")
         self.rtfx = Histogram("parakeet_request_rtfx", boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
                               description="Audio seconds per wall-clock second of a request, end to end.")
+        # Streams cut their windows here (log-mel of a few seconds is cheap) and decode here: one hop per window.
+        torch.set_num_threads(1)  # many small windows from many streams, in threads off the event loop
+        self.stream_featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
+        self.stream_decoder = Decoder.from_pretrained(config.model)
+        self.live_streams = 0
+        self.live_streams_gauge = Gauge("parakeet_live_streams", description="Open /v1/realtime sessions.")
+
+    async def encode(self, features: np.ndarray) -> np.ndarray:
+        return await call_stage(self.encoder.encode, features)
+
+    async def featurize(self, audio: bytes | np.ndarray, sample_rate: int, name: str) -> FeaturizedAudio:
+        try:
+            return await call_stage(self.featurizer, audio, sample_rate, name)
+        except AudioError as err:
+            raise original_error(err) from None
 
     async def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> Transcript:
         """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript.
@@ -102,12 +121,8 @@ class Transcriber:
         Raises AudioError, its message starting with `name`, for audio that cannot be decoded, and
         StageUnavailableError when a stage's replicas keep dying under the request."""
         started = time.monotonic()
-        try:
-            featurized = await call_stage(self.featurizer, audio, sample_rate, name)
-        except AudioError as err:
-            raise original_error(err) from None
-        best_ids = await asyncio.gather(*(call_stage(self.encoder.encode, features)
-                                          for features in featurized.features))
+        featurized = await self.featurize(audio, sample_rate, name)
+        best_ids = await asyncio.gather(*(self.encode(features) for features in featurized.features))
         transcript = await call_stage(self.decoder, featurized.windows, list(best_ids), featurized.duration)
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
@@ -124,6 +139,7 @@ class Transcriber:
         language: str | None = Form(None, description="accepted and ignored"),
         prompt: str | None = Form(None, description="accepted and ignored"),
         temperature: float | None = Form(None, description="accepted and ignored: decoding is greedy"),
+        stream: bool = Form(False, description="server-sent events: each segment as soon as it is decoded"),
     ) -> Response:
         if response_format not in RESPONSE_FORMATS:
             raise RequestError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
@@ -136,6 +152,8 @@ class Transcriber:
             raise RequestError(413, f"file of {len(data)} bytes exceeds the limit of {self.config.max_upload_bytes} bytes",
                                "too_large")
         try:
+            if stream:
+                return await self.stream_upload(data, file.filename or "file")
             transcript = await self.transcribe(data, name=file.filename or "file")
         except UnsupportedFormatError as err:
             raise RequestError(415, str(err), "unsupported_format") from None
@@ -150,9 +168,36 @@ class Transcriber:
         media = "text/vtt" if response_format == "vtt" else "text/plain"
         return PlainTextResponse(render(transcript, response_format), media_type=media)
 
+    async def stream_upload(self, data: bytes, name: str) -> StreamingResponse:
+        """Featurize the whole upload (so bad audio still gets its 4xx), then stream its windows' words."""
+        featurized = await self.featurize(data, SAMPLE_RATE, name)
+        events = realtime.upload_events(featurized, Committer(self.stream_decoder), self.encode,
+                                        in_flight=self.config.buckets.max_batch_size)
+        return StreamingResponse(events, media_type="text/event-stream")
+
+    @app.websocket("/v1/realtime")
+    async def realtime_session(self, websocket: WebSocket) -> None:
+        """16-bit PCM frames in, partial/final/done (or error) JSON events out; see README "Streaming"."""
+        await websocket.accept()
+        try:
+            sample_rate, settings = realtime.parse_query(websocket.query_params)
+            pcm = PCMStream(sample_rate)
+            stream = Stream(self.stream_featurizer, self.stream_decoder, settings, self.config.stream_max_backlog_s)
+        except (StreamError, AudioError) as err:
+            await realtime.close_with_error(websocket, str(err), realtime.CLIENT_ERROR)
+            return
+        self.live_streams += 1
+        self.live_streams_gauge.set(self.live_streams)
+        try:
+            await realtime.run_session(websocket, stream, pcm, self.encode, self.config.stream_idle_timeout_s)
+        finally:
+            self.live_streams -= 1
+            self.live_streams_gauge.set(self.live_streams)
+
     @app.get("/healthz")
     async def healthz(self) -> dict:
-        return {"status": "ok"}
+        """`live_streams`: this replica's open /v1/realtime sessions."""
+        return {"status": "ok", "live_streams": self.live_streams}
 
     @app.get("/v1/models")
     async def models(self) -> dict:

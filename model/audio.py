@@ -15,6 +15,7 @@ import soundfile
 import soxr
 
 SAMPLE_RATE = 16_000  # Hz; every Parakeet checkpoint is trained at 16 kHz
+MIN_STREAM_RATE, MAX_STREAM_RATE = 8_000, 192_000  # Hz; the rates a PCM stream may arrive at
 
 AudioSource = Union[str, os.PathLike, bytes, np.ndarray]
 
@@ -121,3 +122,25 @@ def load_audio(
         audio = source
     audio = validate_waveform(audio, name, allow_empty)
     return resample(audio, sample_rate, SAMPLE_RATE)
+
+
+class PCMStream:
+    """16-bit little-endian mono PCM arriving in pieces at `sample_rate` -> float32 pieces at SAMPLE_RATE.
+
+    One resampler state spans the pieces, so resampling a stream piece by piece gives the same audio as resampling
+    it whole, with no clicks at the joins."""
+
+    def __init__(self, sample_rate: int) -> None:
+        if not MIN_STREAM_RATE <= sample_rate <= MAX_STREAM_RATE:
+            raise AudioError(f"sample_rate must be {MIN_STREAM_RATE} to {MAX_STREAM_RATE} Hz, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self._resampler = None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, "float32", "HQ")
+
+    def __call__(self, data: bytes, last: bool = False) -> np.ndarray:
+        """The next piece of PCM bytes (`last`: the stream ends with it) -> its float32 samples at SAMPLE_RATE."""
+        if len(data) % 2:
+            raise AudioError(f"a PCM frame must hold whole 16-bit samples (an even number of bytes), got {len(data)} bytes")
+        samples = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+        if self._resampler is None:
+            return samples
+        return self._resampler.resample_chunk(samples, last=last).astype(np.float32, copy=False)

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from pipeline import batch, dataset
+from pipeline import batch, dataset, stream_client
 from pipeline.formats import FORMATS, render
 
 
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                          help="torch.compile the encoder: auto compiles on cuda only (CPU warm-up takes minutes)")
     command.set_defaults(run=serve)
+
+    command = commands.add_parser("stream", help="play an audio file to a server's realtime endpoint, print its events")
+    stream_client.add_arguments(command)
+    command.set_defaults(run=stream_client.execute)
 
     command = commands.add_parser("batch", help="transcribe a parquet dataset with Ray Data (local Ray or RAY_ADDRESS)")
     batch.add_arguments(command)

@@ -20,7 +20,7 @@ import torch
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource, load_audio
 from model.config import FeatureConfig, encoder_frame_samples
-from model.decoding import Transcript, token_spans, transcript_from_spans
+from model.decoding import TokenSpan, Transcript, token_spans, transcript_from_spans
 from model.features import LogMelFeatures, pad_waveforms
 from model.heads import ParakeetCTC
 from model.tokenizer import Tokenizer
@@ -74,6 +74,9 @@ class Window:
     offset: int
     keep_start: int
     keep_end: float  # math.inf for the last window
+
+    def keeps(self, span: TokenSpan) -> bool:
+        return self.keep_start <= span.start < self.keep_end
 
 
 @dataclass
@@ -131,14 +134,22 @@ class Featurizer:
         """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no windows."""
         waveform = load_audio(audio, sample_rate, name, allow_empty=True)
         duration = len(waveform) / SAMPLE_RATE
-        if len(waveform) < self.features.min_samples or np.abs(waveform).max() < SILENCE_PEAK:
+        if not self.holds_speech(waveform):
             return FeaturizedAudio([], [], duration)
         features, windows = [], []
         for start, end, window in plan_windows(len(waveform), self.frame_samples, self.window_samples, self.context_samples):
-            feats, lengths = self.features(*pad_waveforms([waveform[start:end]]))
-            features.append(feats[0, : int(lengths[0])].numpy())
+            features.append(self.window_features(waveform[start:end]))
             windows.append(window)
         return FeaturizedAudio(features, windows, duration)
+
+    def holds_speech(self, waveform: np.ndarray) -> bool:
+        """False for audio too short for a frame pair, or silent: it is transcribed as "" without the model."""
+        return len(waveform) >= self.features.min_samples and float(np.abs(waveform).max()) >= SILENCE_PEAK
+
+    def window_features(self, waveform: np.ndarray) -> np.ndarray:
+        """One window's 16 kHz waveform -> its normalised (frames, mels) log-mel features."""
+        feats, lengths = self.features(*pad_waveforms([waveform]))
+        return feats[0, : int(lengths[0])].numpy()
 
 
 class Encoder:
@@ -242,8 +253,12 @@ class Decoder:
         return cls(checkpoint.read_tokenizer(directory, config), frame_seconds)
 
     def __call__(self, windows: list[Window], best_ids: list[np.ndarray], duration: float) -> Transcript:
-        spans = []
-        for window, ids in zip(windows, best_ids):
-            spans += [span for span in token_spans(ids.tolist(), self.tokenizer.blank_id, window.offset)
-                      if window.keep_start <= span.start < window.keep_end]
+        spans = [span for window, ids in zip(windows, best_ids) for span in self.spans(window, ids) if window.keeps(span)]
+        return self.transcript(spans, duration)
+
+    def spans(self, window: Window, best_ids: np.ndarray) -> list[TokenSpan]:
+        """Every token of one window, its frames counted from the start of the audio."""
+        return token_spans(best_ids.tolist(), self.tokenizer.blank_id, window.offset)
+
+    def transcript(self, spans: list[TokenSpan], duration: float) -> Transcript:
         return transcript_from_spans(spans, self.tokenizer, self.frame_seconds, duration)

@@ -37,3 +37,12 @@ def unseen_speech() -> tuple[list[str], list[np.ndarray]]:
     training_text = set(sentence_pool(sum(DEFAULT_SPLITS.values()), DEFAULT_SEED))
     sentences = sentence_pool(36, seed=2026, exclude=training_text)
     return sentences, [synthesize(text, SEEN_VOICES[i % len(SEEN_VOICES)]) for i, text in enumerate(sentences)]
+
+
+@pytest.fixture(scope="session")
+def long_recording(unseen_speech: tuple[list[str], list[np.ndarray]]) -> np.ndarray:
+    """Over 60 s of speech: 24 unseen sentences in six voices, each followed by 0.3 s of silence (16 kHz float32)."""
+    pause = np.zeros(4800, np.float32)
+    audio = np.concatenate([part for clip in unseen_speech[1][:24] for part in (clip, pause)])
+    assert len(audio) >= 60 * 16000
+    return audio

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import yaml
 from model import load_model
 from pipeline.formats import render, verbose_json
 from pipeline.metrics import word_error_rate
+from tests.serving import running_app
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -39,16 +39,8 @@ def flac_bytes(audio: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def app():
-    from deployments.app import build_app
-
-    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
-    try:
-        serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-        yield serve.run(build_app(APP_OPTIONS), name="parakeet", route_prefix="/")
-    finally:
-        serve.shutdown()
-        ray.shutdown()
+    with running_app(APP_OPTIONS, PORT) as handle:
+        yield handle
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +140,7 @@ def test_a_bad_window_fails_alone(app, unseen_speech) -> None:
 
 
 def test_health_and_models(app) -> None:
-    assert requests.get(f"{URL}/healthz", timeout=10).json() == {"status": "ok"}
+    assert requests.get(f"{URL}/healthz", timeout=10).json() == {"status": "ok", "live_streams": 0}
     models = requests.get(f"{URL}/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["parakeet-ctc-default"]
 

@@ -1,0 +1,26 @@
+"""A Serve app on a fresh local Ray, for the test modules that talk to it over HTTP."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def running_app(options: dict[str, Any], port: int) -> Iterator[Any]:
+    """The parakeet app built with `options`, serving HTTP on 127.0.0.1:`port`; yields its handle."""
+    import ray
+    from ray import serve
+
+    from deployments.app import build_app
+
+    os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
+    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        yield serve.run(build_app(options), name="parakeet", route_prefix="/")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
