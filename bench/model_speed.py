@@ -17,6 +17,7 @@ device and threads. Prints a markdown table for BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import platform
@@ -90,6 +91,9 @@ def worker(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     run = load_runner(args.worker, args.checkpoint, device)
+    # Loading frees what it read (and int8 quantisation the float32 weights); glibc keeps freed heap resident until
+    # trimmed, so trim it: the peak then measures what the runner holds, not how it was loaded.
+    ctypes.CDLL(None).malloc_trim(0)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -149,7 +150,11 @@ def load_model(
     config, feature_config = checkpoint.read_configs(directory)
     network = checkpoint.read_network(directory, config)
     if quantize == "int8":
-        network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():
+            # torch.ao's quantisation is deprecated in favour of the separate torchao package; it still does the job.
+            warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
+            warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
+            network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
     model = Parakeet(config, feature_config, network, checkpoint.read_tokenizer(directory, config))
     model.name = checkpoint.model_name(name_or_path)
     return model.to(device, dtype)
