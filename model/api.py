@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from collections.abc import Sequence
@@ -154,7 +155,8 @@ def load_model(
             # torch.ao's quantisation is deprecated in favour of the separate torchao package; it still does the job.
             warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
             warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
-            network = torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+            torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        gc.collect()  # the float32 Linear modules it replaced sit in reference cycles: free their memory now
     model = Parakeet(config, feature_config, network, checkpoint.read_tokenizer(directory, config))
     model.name = checkpoint.model_name(name_or_path)
     return model.to(device, dtype)
