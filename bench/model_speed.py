@@ -3,6 +3,7 @@
     python bench/model_speed.py                                  # CPU; 10 s and 60 s clips, batch 1 and 8
     python bench/model_speed.py --shapes 8x10 --repeats 3 --int8  # the headline shape, with the int8 path too
     python bench/model_speed.py --device cuda
+    python bench/model_speed.py --profile --shapes 8x10 --threads 1   # where the time goes, by kind of op
 
 Each runner lives in its own worker process that holds its model; the parent hands them the same clips in turn,
 `--repeats` interleaved rounds, and keeps each runner's fastest call. Timed, for every runner: waveforms -> text
@@ -161,6 +162,44 @@ def matmul_peak_gflops(device: torch.device, size: int = 4096, repeats: int = 5)
     return 2 * size**3 / best / 1e9
 
 
+def category(name: str) -> str:
+    """Coarse kind of a profiled aten op, for the --profile table."""
+    if name in ("aten::addmm", "aten::mm", "aten::bmm", "aten::_slow_conv2d_forward"):
+        return "matmuls (linear layers, point-wise convs, position scores)"
+    if "scaled_dot_product" in name:
+        return "attention kernel (SDPA)"
+    if "convolution" in name or name == "aten::im2col":
+        return "convolutions (subsampling, depth-wise)"
+    if name in ("aten::copy_", "aten::cat", "aten::fill_", "aten::clone"):
+        return "copies"
+    return "element-wise (norms, activations, masks, adds, features)"
+
+
+def profile(args: argparse.Namespace, checkpoint: Path, batch: int, seconds: float) -> None:
+    """Self CPU seconds per kind of op of one call of each runner, in this process."""
+    from torch.profiler import profile as profiler
+
+    device = torch.device(args.device)
+    totals: dict[str, dict[str, float]] = {}
+    for name in ("transformers", "ours"):
+        run = load_runner(name, str(checkpoint), device)
+        waveforms = clips(batch, seconds)
+        with torch.inference_mode():
+            run(waveforms)
+            with profiler() as trace:
+                run(waveforms)
+        totals[name] = {}
+        for event in trace.key_averages():
+            kind = category(event.key)
+            totals[name][kind] = totals[name].get(kind, 0.0) + event.self_cpu_time_total / 1e6
+        del run
+    print(f"| self CPU s, {batch} × {seconds:g} s, {args.layers} layers, {args.threads} threads | transformers | ours |")
+    print("|---|---|---|")
+    for kind in sorted(totals["transformers"], key=lambda kind: -totals["transformers"][kind]):
+        print(f"| {kind} | {totals['transformers'][kind]:.2f} | {totals['ours'].get(kind, 0.0):.2f} |")
+    print(f"| total | {sum(totals['transformers'].values()):.2f} | {sum(totals['ours'].values()):.2f} |")
+
+
 def build_checkpoint(directory: Path, layers: int) -> None:
     """Random transformers weights in the 0.6b shape, saved with processor and tokenizer, as the parity tests do."""
     from tests.reference import REAL_ENCODER, make_reference_checkpoint
@@ -177,6 +216,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each runner's best call counts")
     parser.add_argument("--int8", action="store_true", help="also time ours with int8 dynamic quantisation (CPU)")
     parser.add_argument("--layers", type=int, default=24, help="fewer for a quick look; 24 is the 0.6b shape")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of timing, profile one call of each runner on the first shape, by kind of op")
     parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -193,6 +234,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = Path(scratch)
         build_checkpoint(checkpoint, args.layers)
+        if args.profile:
+            return profile(args, checkpoint, int(shapes[0][0]), shapes[0][1])
         flops = {shape: encoder_flops(checkpoint, int(shape[0]), shape[1]) for shape in shapes}
         workers = [Worker(name, checkpoint, args) for name in names]
         wall: dict[tuple, float] = {}
