@@ -6,12 +6,15 @@ Module and parameter names follow the Hugging Face checkpoints, so their state d
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from model.config import EncoderConfig
+
+T = TypeVar("T", int, torch.Tensor)
 
 ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
 
@@ -37,8 +40,9 @@ class Subsampling(nn.Module):
         mel_bins_out = config.num_mel_bins // config.subsampling_factor
         self.linear = nn.Linear(channels * mel_bins_out, config.hidden_size)
 
-    def _strided_length(self, lengths: torch.Tensor) -> torch.Tensor:
-        return torch.div(lengths + 2 * self.padding - self.kernel, self.stride, rounding_mode="floor") + 1
+    def _strided_length(self, lengths: T) -> T:
+        """Frames (int or tensor) after one strided conv."""
+        return (lengths + 2 * self.padding - self.kernel) // self.stride + 1
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -47,16 +51,34 @@ class Subsampling(nn.Module):
         return lengths
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = features.unsqueeze(1)  # (batch, 1, time, mel)
+        # On CPU one utterance at a time keeps the activations in cache (the first conv's output is 20 MB per 10 s of
+        # audio), which is several times faster; a GPU wants the whole batch.
+        step = 1 if features.device.type == "cpu" else len(features)
+        rows = [self._convolve(features[i : i + step], lengths[i : i + step]) for i in range(0, len(features), step)]
+        return self.linear(torch.cat(rows)), self.output_lengths(lengths)
+
+    def _convolve(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(batch, time, mel) -> (batch, time / 8, channels * mel / 8); the activations stay channels-last, where
+        oneDNN's depth-wise and point-wise convs are fast."""
+        first = self.layers[0]
+        # The first conv has one input channel: as a matmul over unfolded patches it comes out channels-last.
+        patches = F.unfold(features.unsqueeze(1), first.kernel_size, padding=first.padding, stride=first.stride)
+        hidden = F.linear(patches.transpose(1, 2), first.weight.flatten(1), first.bias)
+        time, mels = (self._strided_length(size) for size in features.shape[1:])
+        hidden = hidden.view(len(features), time, mels, -1).permute(0, 3, 1, 2)
         for layer in self.layers:
-            hidden = layer(hidden)
-            if isinstance(layer, nn.Conv2d):
-                # Zero the padded frames after every conv so they never leak into valid ones.
-                if layer.stride != (1, 1):
-                    lengths = self._strided_length(lengths)
-                hidden = hidden * length_mask(lengths, hidden.shape[2])[:, None, :, None]
+            if isinstance(layer, nn.ReLU):
+                hidden = hidden.relu_()
+                continue
+            if layer is not first:
+                weight = layer.weight.contiguous(memory_format=torch.channels_last)
+                hidden = F.conv2d(hidden, weight, layer.bias, layer.stride, layer.padding, groups=layer.groups)
+            if layer.stride != (1, 1):
+                lengths = self._strided_length(lengths)
+            # Zero the padded frames after every conv so they never leak into valid ones.
+            hidden = hidden.mul_(length_mask(lengths, hidden.shape[2])[:, None, :, None])
         batch, channels, time, mels = hidden.shape
-        return self.linear(hidden.transpose(1, 2).reshape(batch, time, channels * mels)), lengths
+        return hidden.transpose(1, 2).reshape(batch, time, channels * mels)
 
 
 def relative_positions(length: int, hidden_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -97,21 +119,21 @@ class RelPositionAttention(nn.Module):
         self.bias_u = nn.Parameter(torch.zeros(self.heads, self.head_dim))
         self.bias_v = nn.Parameter(torch.zeros(self.heads, self.head_dim))
 
-    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """hidden (B, T, C); positions (2T-1, C); mask (B, 1, T, T) bool, True where a query may see a key."""
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, C); positions (2T-1, C); padding (B, 1, 1, T) bool, True on padded keys."""
         batch, time, _ = hidden.shape
         split = (batch, time, self.heads, self.head_dim)
-        query = self.q_proj(hidden).view(split).transpose(1, 2)
+        query = self.q_proj(hidden).view(split)
         key = self.k_proj(hidden).view(split).transpose(1, 2)
         value = self.v_proj(hidden).view(split).transpose(1, 2)
         rel_key = self.relative_k_proj(positions).view(-1, self.heads, self.head_dim).permute(1, 2, 0)
 
         # Position term (b)+(d), shifted so column j holds the score of distance i-j; it becomes the additive mask.
-        position_scores = (query + self.bias_v[:, None, :]) @ rel_key
-        position_scores = self._rel_shift(position_scores)[..., :time] * self.scaling
-        position_scores = position_scores.masked_fill(~mask, torch.finfo(position_scores.dtype).min)
+        # Masking the padded keys is enough: a padded query's output never reaches a valid frame.
+        position_scores = ((query + self.bias_v) * self.scaling).transpose(1, 2) @ rel_key
+        position_scores = relative_shift(position_scores).masked_fill(padding, torch.finfo(hidden.dtype).min)
         out = F.scaled_dot_product_attention(
-            query + self.bias_u[:, None, :],
+            (query + self.bias_u).transpose(1, 2),
             key,
             value,
             attn_mask=position_scores,
@@ -120,11 +142,17 @@ class RelPositionAttention(nn.Module):
         )
         return self.o_proj(out.transpose(1, 2).reshape(batch, time, -1))
 
-    @staticmethod
-    def _rel_shift(scores: torch.Tensor) -> torch.Tensor:
-        batch, heads, queries, positions = scores.shape
-        scores = F.pad(scores, (1, 0)).view(batch, heads, -1, queries)
-        return scores[:, :, 1:].reshape(batch, heads, queries, positions)
+
+def relative_shift(scores: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, 2T-1) scores by relative distance T-1 .. -(T-1) -> (B, H, T, T) with [i, j] at distance i-j.
+
+    Transformer-XL pads, reshapes and slices for this; a strided view of the same memory does it without a copy.
+    """
+    batch_stride, head_stride, row_stride, _ = scores.stride()
+    time = scores.shape[2]
+    return scores.as_strided(
+        (*scores.shape[:2], time, time), (batch_stride, head_stride, row_stride - 1, 1), scores.storage_offset() + time - 1
+    )
 
 
 class ConvolutionModule(nn.Module):
@@ -139,12 +167,14 @@ class ConvolutionModule(nn.Module):
         self.activation = ACTIVATIONS[config.hidden_act]()
         self.pointwise_conv2 = nn.Conv1d(channels, channels, 1, bias=bias)
 
-    def forward(self, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """hidden (B, T, C); valid (B, T) bool."""
-        hidden = F.glu(self.pointwise_conv1(hidden.transpose(1, 2)), dim=1)
-        hidden = hidden.masked_fill(~valid[:, None, :], 0.0)  # padding must not enter the depth-wise window
-        hidden = self.activation(self.norm(self.depthwise_conv(hidden)))
-        return self.pointwise_conv2(hidden).transpose(1, 2)
+    def forward(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """hidden (B, T, C); padding (B, T, 1) bool, True on padded frames."""
+        # The point-wise convs are matmuls over (B, T, C): no transposes around them.
+        hidden = F.glu(F.linear(hidden, self.pointwise_conv1.weight[..., 0], self.pointwise_conv1.bias), dim=-1)
+        hidden = hidden.masked_fill(padding, 0.0)  # padding must not enter the depth-wise window
+        # oneDNN's depth-wise conv is 3x slower on a transposed view than on a copy.
+        hidden = self.activation(self.norm(self.depthwise_conv(hidden.transpose(1, 2).contiguous()))).transpose(1, 2)
+        return F.linear(hidden, self.pointwise_conv2.weight[..., 0], self.pointwise_conv2.bias)
 
 
 class ConformerBlock(nn.Module):
@@ -162,13 +192,12 @@ class ConformerBlock(nn.Module):
         self.norm_feed_forward2 = nn.LayerNorm(config.hidden_size)
         self.norm_out = nn.LayerNorm(config.hidden_size)
 
-    def forward(
-        self, hidden: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor
-    ) -> torch.Tensor:
-        hidden = hidden + 0.5 * self.feed_forward1(self.norm_feed_forward1(hidden))
-        hidden = hidden + self.self_attn(self.norm_self_att(hidden), positions, attention_mask)
-        hidden = hidden + self.conv(self.norm_conv(hidden), valid)
-        hidden = hidden + 0.5 * self.feed_forward2(self.norm_feed_forward2(hidden))
+    def forward(self, hidden: torch.Tensor, positions: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        """padding (B, T) bool, True on padded frames."""
+        hidden = torch.add(hidden, self.feed_forward1(self.norm_feed_forward1(hidden)), alpha=0.5)
+        hidden = hidden + self.self_attn(self.norm_self_att(hidden), positions, padding[:, None, None, :])
+        hidden = hidden + self.conv(self.norm_conv(hidden), padding[..., None])
+        hidden = torch.add(hidden, self.feed_forward2(self.norm_feed_forward2(hidden)), alpha=0.5)
         return self.norm_out(hidden)
 
 
@@ -197,10 +226,9 @@ class FastConformerEncoder(nn.Module):
         hidden = F.dropout(hidden, self.config.dropout, self.training)
         positions = F.dropout(positions, self.config.dropout_positions, self.training)
 
-        valid = length_mask(lengths, time)
-        attention_mask = (valid[:, None, :] & valid[:, :, None]).unsqueeze(1)
+        padding = ~length_mask(lengths, time)
         for layer in self.layers:
             if self.training and self.config.layerdrop > 0 and torch.rand(()) < self.config.layerdrop:
                 continue
-            hidden = layer(hidden, positions, attention_mask, valid)
+            hidden = layer(hidden, positions, padding)
         return hidden, lengths

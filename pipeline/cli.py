@@ -14,7 +14,7 @@ from pipeline.formats import FORMATS, render
 def transcribe(args: argparse.Namespace) -> int:
     from model import load_model  # torch import deferred so `parakeet --help` is instant
 
-    model = load_model(args.model)
+    model = load_model(args.model, quantize="int8" if args.int8 else None)
     for path, transcript in zip(args.files, model.transcribe(args.files, batch_size=args.batch_size)):
         if len(args.files) > 1 and args.format == "text":
             sys.stdout.write(f"{path}: ")
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
     command.add_argument("--format", choices=FORMATS, default="text")
     command.add_argument("--batch-size", type=int, default=8)
+    command.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
     command.set_defaults(run=transcribe)
 
     command = commands.add_parser("serve", help="run the Ray Serve app (HTTP API) on this machine or RAY_ADDRESS")

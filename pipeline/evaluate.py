@@ -20,8 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("corpora", nargs="+", type=Path, help="parquet files with audio and text columns")
     parser.add_argument("--model", default=None, help="checkpoint directory (default: embedded model)")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers")
     args = parser.parse_args(argv)
-    model = load_model(args.model)
+    model = load_model(args.model, quantize="int8" if args.int8 else None)
     for path in args.corpora:
         waveforms, texts = read_parquet_audio(path)
         started = time.time()

@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 from safetensors.torch import load_file, save_file
 
 from model import AudioError, CheckpointError, ConfigError, load_model
 from model.audio import UnsupportedFormatError, load_audio
+from model.features import pad_waveforms
 from tests.reference import SHARED_AUDIO, SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint
 
 
@@ -170,3 +172,24 @@ def test_hub_repo_ids_are_downloaded_first(small_checkpoint, monkeypatch) -> Non
     model = load_model("nvidia/parakeet-ctc-0.6b")
     assert model.config.vocab_size == 257
     assert calls[0][0] == "nvidia/parakeet-ctc-0.6b" and "*.safetensors" in calls[0][1]
+
+
+def test_int8_quantisation_stays_close_to_float32(small_checkpoint, speechlike) -> None:
+    exact = load_model(small_checkpoint.directory)
+    quantized = load_model(small_checkpoint.directory, quantize="int8")
+    assert not any(type(module) is torch.nn.Linear for module in quantized.network.modules())
+    with torch.inference_mode():
+        features = exact.features(*pad_waveforms(speechlike))
+        logits, lengths = exact.network(*features)
+        int8_logits, int8_lengths = quantized.network(*features)
+    assert torch.equal(lengths, int8_lengths)
+    assert float((int8_logits - logits).abs().max() / logits.abs().max()) < 0.02
+    assert float((int8_logits.argmax(-1) == logits.argmax(-1)).float().mean()) > 0.95
+    assert len(quantized.transcribe(speechlike)) == len(speechlike)
+
+
+@pytest.mark.parametrize("options", [dict(quantize="int4"), dict(quantize="int8", dtype=torch.bfloat16),
+                                     dict(quantize="int8", device="meta")])
+def test_bad_quantisation_options(small_checkpoint, options) -> None:
+    with pytest.raises(ValueError, match="quantize"):
+        load_model(small_checkpoint.directory, **options)
