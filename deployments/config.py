@@ -24,7 +24,8 @@ class AppConfig:
     compile: bool | None = None  # torch.compile the encoder; None: on cuda only (CPU inductor warm-up takes minutes)
     batch_sizes: tuple[int, ...] = (1, 4, 8)
     frame_counts: tuple[int, ...] = (1000, 2000, 3000)  # 10 ms feature frames: 10, 20 and 30 s windows
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.01  # how long the encoder and decoder wait to fill a batch
+    decoder_batch_size: int = 32  # requests per decoder batch (the transducer's greedy loop runs them together)
     context_seconds: float = 2.0  # overlap on each side of a window of long audio
     max_upload_mb: float = 100.0
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores

@@ -106,9 +106,9 @@ class Transcriber:
             featurized = await call_stage(self.featurizer, audio, sample_rate, name)
         except AudioError as err:
             raise original_error(err) from None
-        best_ids = await asyncio.gather(*(call_stage(self.encoder.encode, features)
-                                          for features in featurized.features))
-        transcript = await call_stage(self.decoder, featurized.windows, list(best_ids), featurized.duration)
+        encoded = await asyncio.gather(*(call_stage(self.encoder.encode, features)
+                                         for features in featurized.features))
+        transcript = await call_stage(self.decoder, featurized.windows, list(encoded), featurized.duration)
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
             self.rtfx.observe(transcript.duration / (time.monotonic() - started))
