@@ -107,9 +107,12 @@ def read_state_dict(directory: Path, prefixes: tuple[str, ...] = ("",)) -> dict[
 
 
 def load_weights(module: nn.Module, directory: Path, prefixes: tuple[str, ...] = ("",)) -> None:
-    """Fill `module` from the checkpoint's tensors under `prefixes`, after checking that names and shapes match
-    exactly."""
-    state = read_state_dict(directory, prefixes)
+    """Fill `module` from the checkpoint's tensors under `prefixes`."""
+    check_and_load(module, read_state_dict(directory, prefixes), str(directory))
+
+
+def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Fill `module` from `state` after checking that names and shapes match exactly; errors name `source`."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -126,7 +129,7 @@ def load_weights(module: nn.Module, directory: Path, prefixes: tuple[str, ...] =
     if mismatched:
         problems.append(f"shape mismatches: {'; '.join(mismatched)}")
     if problems:
-        raise CheckpointError(f"{directory}: weights do not match {CONFIG_FILE}: " + " | ".join(problems))
+        raise CheckpointError(f"{source}: weights do not match {CONFIG_FILE}: " + " | ".join(problems))
     module.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in state.items()})
 
 
