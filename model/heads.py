@@ -75,9 +75,21 @@ class PredictionNetwork(nn.Module):
         return zeros, zeros.clone()
 
     def forward(self, tokens: torch.Tensor, state: LSTMState) -> tuple[torch.Tensor, LSTMState]:
-        """(batch,) previous tokens -> (batch, decoder_hidden_size) joint input and the next state."""
-        output, state = self.lstm(self.embedding(tokens)[:, None], state)
-        return self.decoder_projector(output[:, 0]), state
+        """(batch,) previous tokens -> (batch, decoder_hidden_size) joint input and the next state.
+
+        One step of the LSTM's layers, written out: `nn.LSTM` (which holds the weights, under the checkpoint's
+        names) re-lays out its weights for oneDNN on every CPU call, ten times the cost of a step."""
+        hidden, cell = state
+        x, hiddens, cells = self.embedding(tokens), [], []
+        for layer in range(self.lstm.num_layers):
+            gates = (F.linear(x, getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"bias_ih_l{layer}"))
+                     + F.linear(hidden[layer], getattr(self.lstm, f"weight_hh_l{layer}"),
+                                getattr(self.lstm, f"bias_hh_l{layer}")))
+            input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=-1)
+            cells.append(torch.sigmoid(forget_gate) * cell[layer] + torch.sigmoid(input_gate) * torch.tanh(candidate))
+            x = torch.sigmoid(output_gate) * torch.tanh(cells[-1])
+            hiddens.append(x)
+        return self.decoder_projector(x), (torch.stack(hiddens), torch.stack(cells))
 
 
 class JointNetwork(nn.Module):
