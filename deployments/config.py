@@ -24,7 +24,8 @@ class AppConfig:
     compile: bool | None = None  # torch.compile the encoder; None: on cuda only (CPU inductor warm-up takes minutes)
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
-    batch_wait_timeout_s: float = 0.01
+    batch_wait_timeout_s: float = 0.01  # how long the encoder and decoder wait to fill a batch
+    decoder_batch_size: int = 32  # requests per decoder batch (the transducer's greedy loop runs them together)
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_upload_mb: float = 100.0
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores

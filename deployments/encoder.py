@@ -33,7 +33,8 @@ def usable_device(device: str) -> str:
 
 @serve.deployment(name="Encoder", max_ongoing_requests=256, health_check_period_s=10)
 class EncoderDeployment:
-    """`encode(features)` -> best CTC ids per encoder frame; concurrent calls share batches."""
+    """`encode(features)` -> best CTC ids per encoder frame, or a transducer's projected frames; concurrent calls
+    share batches."""
 
     def __init__(self, config: AppConfig, device: str) -> None:
         device = usable_device(device)

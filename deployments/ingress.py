@@ -122,8 +122,8 @@ class Transcriber:
         StageUnavailableError when a stage's replicas keep dying under the request."""
         started = time.monotonic()
         featurized = await self.featurize(audio, sample_rate, name)
-        best_ids = await asyncio.gather(*(self.encode(features) for features in featurized.features))
-        transcript = await call_stage(self.decoder, featurized.windows, list(best_ids), featurized.duration)
+        encoded = await asyncio.gather(*(self.encode(features) for features in featurized.features))
+        transcript = await call_stage(self.decoder, featurized.windows, list(encoded), featurized.duration)
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
             self.rtfx.observe(transcript.duration / (time.monotonic() - started))

@@ -13,19 +13,17 @@ import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from model.config import CTCConfig, FeatureConfig, encoder_frame_samples, write_json
-from model.decoding import Transcript, greedy_ctc, transcript_from_spans
+from model.config import FeatureConfig, ModelConfig, RNNTConfig, encoder_frame_samples, write_json
+from model.decoding import Transcript, greedy_spans, transcript_from_spans
 from model.features import LogMelFeatures, pad_waveforms
-from model.heads import ParakeetCTC
+from model.heads import Network
 from model.tokenizer import Tokenizer
 
 
 class Parakeet:
-    """A loaded checkpoint: feature extractor, encoder + CTC head, tokenizer."""
+    """A loaded checkpoint: feature extractor, encoder + CTC head or transducer, tokenizer."""
 
-    def __init__(
-        self, config: CTCConfig, feature_config: FeatureConfig, network: ParakeetCTC, tokenizer: Tokenizer
-    ) -> None:
+    def __init__(self, config: ModelConfig, feature_config: FeatureConfig, network: Network, tokenizer: Tokenizer) -> None:
         if tokenizer.vocab_size != config.vocab_size:
             raise checkpoint.CheckpointError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but config.json says vocab_size={config.vocab_size}"
@@ -82,10 +80,10 @@ class Parakeet:
         batch, lengths = pad_waveforms(waveforms)
         features, frame_lengths = self.features(batch.to(self.device), lengths.to(self.device))
         dtype = next(self.network.parameters()).dtype
-        logits, logit_lengths = self.network(features.to(dtype), frame_lengths)
+        output, output_lengths = self.network(features.to(dtype), frame_lengths)
         return [
             transcript_from_spans(spans, self.tokenizer, self.frame_seconds, len(waveform) / SAMPLE_RATE)
-            for waveform, spans in zip(waveforms, greedy_ctc(logits, logit_lengths, self.config.blank_id))
+            for waveform, spans in zip(waveforms, greedy_spans(self.network, output, output_lengths))
         ]
 
     def transcribe(
@@ -121,11 +119,13 @@ class Parakeet:
             {
                 "tokenizer_class": "ParakeetTokenizer",
                 "processor_class": "ParakeetProcessor",
-                "pad_token": self.tokenizer.piece(self.config.blank_id),
+                "pad_token": self.tokenizer.piece(self.config.pad_token_id),
                 "unk_token": self.tokenizer.piece(0),
                 "clean_up_tokenization_spaces": False,
             },
         )
+        if isinstance(self.config, RNNTConfig):
+            write_json(directory / checkpoint.GENERATION_FILE, self.config.generation_dict())
         checkpoint.save_weights(self.network, directory)
 
 

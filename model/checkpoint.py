@@ -12,8 +12,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from model.config import ConfigError, CTCConfig, FeatureConfig, read_json
-from model.heads import ParakeetCTC
+from model.config import ConfigError, FeatureConfig, ModelConfig, RNNTConfig, model_config_from_dict, read_json
+from model.heads import Network, TransducerDecoder, build_network
 from model.tokenizer import Tokenizer
 
 CONFIG_FILE = "config.json"
@@ -23,6 +23,7 @@ TOKENIZER_FILE = "tokenizer.json"
 PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # tells transformers which tokenizer class and blank to use
 PROCESSOR_FILE = "processor_config.json"  # transformers >= 5 nests the feature extractor's settings here
+GENERATION_FILE = "generation_config.json"  # transformers' generate() settings; transducers need them
 HUB_FILES = [CONFIG_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "*.safetensors", WEIGHTS_INDEX_FILE]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"  # the small model the project trains and ships
@@ -91,21 +92,27 @@ def weight_files(directory: Path) -> list[Path]:
     raise CheckpointError(f"{directory}: neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} found")
 
 
-def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(directory: Path, prefixes: tuple[str, ...] = ("",)) -> dict[str, torch.Tensor]:
+    """The tensors whose names start with one of `prefixes` (all of them by default)."""
     state: dict[str, torch.Tensor] = {}
     for file in weight_files(directory):
         try:
             with safe_open(str(file), framework="pt") as tensors:
                 for name in tensors.keys():
-                    state[name] = tensors.get_tensor(name)
+                    if name.startswith(prefixes):
+                        state[name] = tensors.get_tensor(name)
         except Exception as err:  # safetensors raises its own untyped errors for corrupt files
             raise CheckpointError(f"{file}: cannot read safetensors file ({err})") from None
     return state
 
 
-def load_weights(module: nn.Module, directory: Path) -> None:
-    """Fill `module` from the checkpoint after checking that names and shapes match exactly."""
-    state = read_state_dict(directory)
+def load_weights(module: nn.Module, directory: Path, prefixes: tuple[str, ...] = ("",)) -> None:
+    """Fill `module` from the checkpoint's tensors under `prefixes`."""
+    check_and_load(module, read_state_dict(directory, prefixes), str(directory))
+
+
+def check_and_load(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Fill `module` from `state` after checking that names and shapes match exactly; errors name `source`."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -122,7 +129,7 @@ def load_weights(module: nn.Module, directory: Path) -> None:
     if mismatched:
         problems.append(f"shape mismatches: {'; '.join(mismatched)}")
     if problems:
-        raise CheckpointError(f"{directory}: weights do not match {CONFIG_FILE}: " + " | ".join(problems))
+        raise CheckpointError(f"{source}: weights do not match {CONFIG_FILE}: " + " | ".join(problems))
     module.load_state_dict({name: tensor.to(expected[name].dtype) for name, tensor in state.items()})
 
 
@@ -131,17 +138,24 @@ def save_weights(module: nn.Module, directory: Path) -> None:
     save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
 
 
-
-def read_configs(directory: Path) -> tuple[CTCConfig, FeatureConfig]:
+def read_configs(directory: Path) -> tuple[ModelConfig, FeatureConfig]:
     """The model's and the feature extractor's configuration, without touching the weights."""
-    return CTCConfig.from_dict(read_json(directory / CONFIG_FILE)), FeatureConfig.from_dict(read_feature_settings(directory))
+    config = model_config_from_dict(read_json(directory / CONFIG_FILE))
+    return config, FeatureConfig.from_dict(read_feature_settings(directory))
 
 
-def read_tokenizer(directory: Path, config: CTCConfig) -> Tokenizer:
+def read_tokenizer(directory: Path, config: ModelConfig) -> Tokenizer:
     return Tokenizer.from_file(directory / TOKENIZER_FILE, config.blank_id)
 
 
-def read_network(directory: Path, config: CTCConfig) -> ParakeetCTC:
-    network = ParakeetCTC(config)
+def read_network(directory: Path, config: ModelConfig) -> Network:
+    network = build_network(config)
     load_weights(network, directory)
+    return network
+
+
+def read_transducer_decoder(directory: Path, config: RNNTConfig) -> TransducerDecoder:
+    """Only the prediction network and joint of a transducer checkpoint: what decoding needs, without the encoder."""
+    network = TransducerDecoder(config)
+    load_weights(network, directory, prefixes=("decoder.", "joint."))
     return network

@@ -148,6 +148,83 @@ class CTCConfig:
         return {"architectures": ["ParakeetForCTC"], "model_type": self.model_type, **values}
 
 
+@dataclass(frozen=True)
+class RNNTConfig:
+    """Encoder + RNN-T prediction network and joint (`config.json` of a `ParakeetForRNNT` checkpoint).
+
+    `vocab_size` counts the blank, the joint's last token output; `pad_token_id` only pads training labels."""
+
+    vocab_size: int = 8193
+    decoder_hidden_size: int = 640
+    num_decoder_layers: int = 2
+    hidden_act: str = "relu"
+    max_symbols_per_step: int = 10
+    pad_token_id: int = 2
+    blank_token_id: int = 8192
+    durations: tuple[int, ...] = ()  # TDT only: the frame advances its joint can predict
+    encoder_config: EncoderConfig = field(default_factory=EncoderConfig)
+
+    model_type = "parakeet_rnnt"
+    architecture = "ParakeetForRNNT"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "durations", tuple(self.durations))
+        if not 0 <= self.blank_token_id < self.vocab_size:
+            raise ConfigError(f"blank_token_id {self.blank_token_id} is outside vocab_size {self.vocab_size}")
+        if self.max_symbols_per_step < 1:
+            raise ConfigError(f"max_symbols_per_step must be at least 1, got {self.max_symbols_per_step}")
+        if (self.model_type == TDTConfig.model_type) != bool(self.durations) or min(self.durations, default=0) < 0:
+            raise ConfigError(f"{self.model_type}: durations {list(self.durations)} must be frame counts >= 0, "
+                              "present for TDT only")
+
+    @property
+    def blank_id(self) -> int:
+        return self.blank_token_id
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RNNTConfig:
+        encoder = EncoderConfig.from_dict(values.get("encoder_config") or {})
+        return _from_dict(cls, {**values, "encoder_config": encoder})
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["encoder_config"] = self.encoder_config.to_dict()
+        if not self.durations:
+            del values["durations"]
+        return {"architectures": [self.architecture], "model_type": self.model_type, "is_encoder_decoder": True, **values}
+
+    def generation_dict(self) -> dict[str, Any]:
+        """`generation_config.json`, so that transformers' generate() starts from the blank, as we decode, and
+        never takes a duration output for a token."""
+        vocab = self.vocab_size
+        return {"decoder_start_token_id": self.blank_token_id, "pad_token_id": self.pad_token_id,
+                "suppress_tokens": list(range(vocab, vocab + len(self.durations)))}
+
+
+@dataclass(frozen=True)
+class TDTConfig(RNNTConfig):
+    """RNN-T whose joint also predicts how many frames to advance (`config.json` of a `ParakeetForTDT` checkpoint)."""
+
+    durations: tuple[int, ...] = (0, 1, 2, 3, 4)
+
+    model_type = "parakeet_tdt"
+    architecture = "ParakeetForTDT"
+
+
+ModelConfig = CTCConfig | RNNTConfig  # TDTConfig is an RNNTConfig
+MODEL_CONFIGS: dict[str, type[CTCConfig] | type[RNNTConfig]] = {
+    config.model_type: config for config in (CTCConfig, RNNTConfig, TDTConfig)
+}
+
+
+def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
+    """The config class that `model_type` names (CTC when absent, as in early checkpoints)."""
+    model_type = values.get("model_type", CTCConfig.model_type)
+    if model_type not in MODEL_CONFIGS:
+        raise ConfigError(f"model_type {model_type!r} is not supported; expected one of {', '.join(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[model_type].from_dict(values)
+
+
 def encoder_frame_samples(features: FeatureConfig, encoder: EncoderConfig) -> int:
     """Audio samples per encoder output frame: the feature hop times the subsampling (1280, i.e. 80 ms)."""
     return features.hop_length * encoder.subsampling_factor

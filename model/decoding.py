@@ -1,4 +1,4 @@
-"""Greedy CTC decoding and word timestamps from CTC frames."""
+"""Greedy decoding (CTC, and batched RNN-T / TDT transducers) and word timestamps from encoder frames."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from model.heads import Network, TransducerDecoder
 from model.tokenizer import Tokenizer
 
 
@@ -55,6 +56,76 @@ def best_paths(logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
 def greedy_ctc(logits: torch.Tensor, lengths: torch.Tensor, blank_id: int) -> list[list[TokenSpan]]:
     """Best path per frame, repeats merged, blanks dropped: one list of token spans per batch row."""
     return [token_spans(path, blank_id) for path in best_paths(logits, lengths)]
+
+
+@dataclass(frozen=True)
+class Emission:
+    """A token a transducer emitted: the encoder frame it was emitted at, and how far the frame pointer then moved
+    (TDT: the predicted duration; RNN-T: 1 when `max_symbols_per_step` forced the move, else 0)."""
+
+    token_id: int
+    frame: int
+    duration: int
+
+    def span(self, offset: int = 0) -> TokenSpan:
+        """The frames the token covers: those its duration skips, at least its own."""
+        start = self.frame + offset
+        return TokenSpan(self.token_id, start, start + max(self.duration, 1) - 1)
+
+
+@torch.inference_mode()
+def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[Emission]]:
+    """Batched greedy RNN-T / TDT decoding of (B, T, decoder_hidden_size) projected encoder frames.
+
+    Each row keeps a frame pointer. At each step the joint scores the pointed frame against the prediction
+    network's output; a token other than the blank is emitted and fed back to the prediction network. RNN-T moves
+    the pointer one frame on a blank; TDT moves it by the predicted duration (at least one on a blank). After
+    `max_symbols_per_step` emissions in a row at one frame the pointer moves on by one, so decoding always ends.
+    """
+    config = network.config
+    batch, frames = encoded.shape[:2]
+    rows = torch.arange(batch, device=encoded.device)
+    durations = torch.tensor(config.durations, dtype=torch.long, device=encoded.device)
+    lengths = lengths.to(encoded.device)
+    frame = torch.zeros(batch, dtype=torch.long, device=encoded.device)
+    symbols = torch.zeros_like(frame)  # emissions in a row at the current frame
+    # Every hypothesis starts from the blank, as in NeMo (whose blank embedding is the zero padding row).
+    predicted, (hidden, cell) = network.decoder(torch.full_like(frame, config.blank_id),
+                                                network.decoder.initial_state(batch))
+    steps = []
+    active = frame < lengths
+    while active.any():
+        logits = network.joint(encoded[rows, frame.clamp(max=frames - 1)], predicted)
+        token = logits[:, : config.vocab_size].argmax(-1)
+        blank = token == config.blank_id
+        if len(durations):
+            advance = durations[logits[:, config.vocab_size :].argmax(-1)]
+            advance = torch.where(blank, advance.clamp(min=1), advance)
+        else:
+            advance = blank.long()
+        symbols = torch.where(blank, 0, symbols + 1)
+        advance = torch.where((symbols >= config.max_symbols_per_step) & (advance == 0), 1, advance)
+        symbols = torch.where(advance > 0, 0, symbols)
+        emitted = active & ~blank
+        steps.append(torch.stack([token, frame, advance, emitted.long()], dim=1))
+        if emitted.any():  # only rows that emitted move their prediction network on
+            index = emitted.nonzero()[:, 0]
+            output, (hidden_rows, cell_rows) = network.decoder(token[index], (hidden[:, index], cell[:, index]))
+            predicted[index], hidden[:, index], cell[:, index] = output, hidden_rows, cell_rows
+        frame = frame + advance
+        active = frame < lengths
+    if not steps:
+        return [[] for _ in range(batch)]
+    table = torch.stack(steps, dim=1).cpu()  # (B, steps, [token, frame, advance, emitted])
+    return [[Emission(token, frame, advance) for token, frame, advance, emitted in row if emitted]
+            for row in table.tolist()]
+
+
+def greedy_spans(network: Network, output: torch.Tensor, lengths: torch.Tensor) -> list[list[TokenSpan]]:
+    """A network's output (CTC logits, or a transducer's projected encoder frames) -> token spans per row."""
+    if isinstance(network, TransducerDecoder):
+        return [[emission.span() for emission in row] for row in greedy_transducer(network, output, lengths)]
+    return greedy_ctc(output, lengths, network.config.blank_id)
 
 
 def words_from_spans(spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds: float) -> list[Word]:

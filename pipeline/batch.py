@@ -4,8 +4,8 @@
     ray job submit --working-dir . -- python -m pipeline.batch --input s3://bucket/clips/ --output s3://bucket/out/
 
 read_parquet -> featurize (CPU tasks) -> encode (an autoscaling pool of GPU or CPU actors, fixed-shape buckets)
--> decode (CPU tasks) -> write_parquet. Every input row gives exactly one output row: one that cannot be
-transcribed carries its `error`. Re-running with the same --output skips the ids already written there.
+-> decode (CPU tasks; a transducer's greedy loop runs here, batched over a task's rows) -> write_parquet. Every
+input row gives exactly one output row: one that cannot be transcribed carries its `error`. Re-running with the same --output skips the ids already written there.
 """
 
 from __future__ import annotations
@@ -136,17 +136,18 @@ class EncodeRows:
             for start, frames in zip(_starts(layout[:, 3]), layout[:, 3].astype(int)):
                 windows.append(features[start : start + frames])
                 owners.append(row)
-        best = self.encoder.encode_isolating_failures(windows)
+        encoded = self.encoder.encode_isolating_failures(windows)
         errors = list(batch["error"])
         per_row: list[list[np.ndarray]] = [[] for _ in errors]
-        for row, ids in zip(owners, best):
-            if isinstance(ids, Exception):
-                errors[row] = errors[row] or f"row {batch['id'][row]!r}: encoder failed: {ids!r}"
+        for row, output in zip(owners, encoded):
+            if isinstance(output, Exception):
+                errors[row] = errors[row] or f"row {batch['id'][row]!r}: encoder failed: {output!r}"
             else:
-                per_row[row].append(ids)
+                per_row[row].append(output)
+        # Per row, its windows' outputs (CTC best ids or transducer frames) end to end, and each window's length.
         return {"id": batch["id"], "duration": batch["duration"], "error": _column(errors), "windows": batch["windows"],
-                "best_ids": _column([np.concatenate(ids) if ids else np.zeros(0, np.int32) for ids in per_row]),
-                "best_lengths": _column([np.array([len(i) for i in ids], np.int64) for ids in per_row])}
+                "encoded": _column([np.concatenate(outputs) if outputs else np.zeros(0, np.int32) for outputs in per_row]),
+                "encoded_lengths": _column([np.array([len(o) for o in outputs], np.int64) for outputs in per_row])}
 
 
 def _starts(frames: np.ndarray) -> np.ndarray:
@@ -159,19 +160,20 @@ def _decoder(model: str | None) -> tuple[Decoder, str]:
 
 
 def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
-    """Best ids -> text and timed words; error rows keep a null text."""
+    """Encoder outputs -> text and timed words, all rows of the batch decoded together; error rows keep a null
+    text."""
     decoder, model_name = _decoder(config.model)
-    texts, words = [], []
-    rows = zip(batch["windows"], batch["best_ids"], batch["best_lengths"], batch["duration"], batch["error"])
-    for layout, best_ids, lengths, duration, error in rows:
-        if error != NO_ERROR:
-            texts.append(None)
-            words.append([])
-            continue
-        windows = [Window(int(offset), int(keep_start), keep_end) for offset, keep_start, keep_end, _ in layout]
-        transcript = decoder(windows, np.split(best_ids, np.cumsum(lengths)[:-1]), float(duration))
-        texts.append(transcript.text)
-        words.append([{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words])
+    good = [row for row, error in enumerate(batch["error"]) if error == NO_ERROR]
+    utterances = []
+    for row in good:
+        windows = [Window(int(offset), int(keep_start), keep_end) for offset, keep_start, keep_end, _ in batch["windows"][row]]
+        outputs = np.split(batch["encoded"][row], np.cumsum(batch["encoded_lengths"][row])[:-1])
+        utterances.append((windows, outputs if windows else [], float(batch["duration"][row])))
+    texts: list[str | None] = [None] * len(batch["error"])
+    words: list[list[dict]] = [[] for _ in texts]
+    for row, transcript in zip(good, decoder.decode_many(utterances)):
+        texts[row] = transcript.text
+        words[row] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
     ids = pa.array(list(batch["id"]))
     return pa.Table.from_arrays(
         [ids, pa.array(texts, pa.string()), pa.array(words, pa.list_(WORD_TYPE)),

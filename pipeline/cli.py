@@ -22,6 +22,16 @@ def transcribe(args: argparse.Namespace) -> int:
     return 0
 
 
+def convert(args: argparse.Namespace) -> int:
+    from model.nemo import convert_nemo
+
+    model = convert_nemo(args.nemo_file, args.output)
+    print(f"parakeet: wrote {type(model.config).__name__.removesuffix('Config')} model "
+          f"({sum(p.numel() for p in model.network.parameters()) / 1e6:.1f} M parameters) to {args.output}",
+          file=sys.stderr)
+    return 0
+
+
 def serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve as ray_serve
@@ -55,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--batch-size", type=int, default=8)
     command.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
     command.set_defaults(run=transcribe)
+
+    command = commands.add_parser("convert", help="convert a NeMo .nemo checkpoint (CTC, RNN-T, TDT) into the "
+                                  "Hugging Face layout that --model takes")
+    command.add_argument("nemo_file", metavar="NEMO_FILE")
+    command.add_argument("output", metavar="OUT_DIR")
+    command.set_defaults(run=convert)
 
     command = commands.add_parser("serve", help="run the Ray Serve app (HTTP API) on this machine or RAY_ADDRESS")
     command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")

@@ -1,8 +1,10 @@
 """The three stages of transcription as plain classes, shared by the Serve app and the batch job.
 
     Featurizer (CPU)      audio -> windows of normalised log-mel features
-    Encoder (GPU or CPU)  feature windows -> per-frame best CTC ids, through fixed-shape buckets
-    Decoder (CPU)         an utterance's windows of best ids -> Transcript
+    Encoder (GPU or CPU)  feature windows -> per-frame best CTC ids, or a transducer's projected encoder frames,
+                          through fixed-shape buckets
+    Decoder (CPU)         an utterance's encoded windows -> Transcript (CTC collapse, or the transducer's greedy
+                          loop: prediction network + joint, batched over all windows it is given)
 
 Audio longer than the largest bucket is cut into overlapping windows, each encoded on its own; a window commits
 only the tokens that start inside its middle part, so every token is kept exactly once.
@@ -20,9 +22,10 @@ import torch
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource, load_audio
 from model.config import FeatureConfig, encoder_frame_samples
-from model.decoding import TokenSpan, Transcript, token_spans, transcript_from_spans
+from model.config import RNNTConfig
+from model.decoding import TokenSpan, Transcript, greedy_transducer, token_spans, transcript_from_spans
 from model.features import LogMelFeatures, pad_waveforms
-from model.heads import ParakeetCTC
+from model.heads import Network, ParakeetCTC, TransducerDecoder
 from model.tokenizer import Tokenizer
 
 
@@ -153,18 +156,18 @@ class Featurizer:
 
 
 class Encoder:
-    """Feature windows -> per-frame best CTC ids, run in fixed (batch, frames) shapes so a compiled model never
-    recompiles. On CUDA it runs in `dtype` with CUDA graphs ("reduce-overhead"); on CPU the same code runs through
-    inductor."""
+    """Feature windows -> per-frame best CTC ids (int32), or a transducer's projected encoder frames (float32, one
+    row per frame), run in fixed (batch, frames) shapes so a compiled model never recompiles. On CUDA it runs in
+    `dtype` with CUDA graphs ("reduce-overhead"); on CPU the same code runs through inductor."""
 
-    def __init__(self, network: ParakeetCTC, buckets: Buckets, device: str = "cpu", dtype: torch.dtype = torch.float32,
+    def __init__(self, network: Network, buckets: Buckets, device: str = "cpu", dtype: torch.dtype = torch.float32,
                  compile: bool = True) -> None:
         self.buckets = buckets
         self.device = torch.device(device)
         self.dtype = dtype
         self.network = network.to(self.device, dtype).eval()
         self.mels = network.config.encoder_config.num_mel_bins
-        self.blank_id = network.config.blank_id
+        self.ctc = isinstance(network, ParakeetCTC)
         self._forward = self.network
         if compile:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(buckets.shapes()))
@@ -186,11 +189,12 @@ class Encoder:
 
     @torch.inference_mode()
     def _run(self, features: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
-        logits, logit_lengths = self._forward(
+        output, output_lengths = self._forward(
             torch.from_numpy(features).to(self.device, self.dtype), torch.from_numpy(lengths).to(self.device)
         )
-        best = logits.argmax(dim=-1).to(torch.int32).cpu().numpy()
-        return [row[:length] for row, length in zip(best, logit_lengths.cpu().tolist())]
+        # CTC needs only the best id per frame; a transducer's decoder needs the frames themselves.
+        output = output.argmax(dim=-1).to(torch.int32) if self.ctc else output.float()
+        return [row[:length] for row, length in zip(output.cpu().numpy(), output_lengths.cpu().tolist())]
 
     def check(self, features: np.ndarray) -> None:
         """Reject a window the buckets cannot hold, before it can spoil a batch."""
@@ -201,7 +205,7 @@ class Encoder:
             raise ValueError(f"a window has {len(features)} frames; the buckets hold 1 to {self.buckets.max_frames}")
 
     def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Windows of (frames, mels) features -> their best ids per encoder frame, in order."""
+        """Windows of (frames, mels) features -> their encoder output (best ids or frames), in order."""
         for features in windows:
             self.check(features)
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
@@ -239,26 +243,50 @@ class Encoder:
 
 
 class Decoder:
-    """Best-id windows of one utterance -> its Transcript (repeats merged, blanks dropped, words timed)."""
+    """Encoded windows of utterances -> their Transcripts: CTC best ids collapsed, or the transducer's greedy loop
+    over projected encoder frames (all windows of all utterances given at once decode as one batch); words timed."""
 
-    def __init__(self, tokenizer: Tokenizer, frame_seconds: float) -> None:
+    def __init__(self, tokenizer: Tokenizer, frame_seconds: float, transducer: TransducerDecoder | None = None) -> None:
         self.tokenizer = tokenizer
         self.frame_seconds = frame_seconds
+        self.transducer = transducer.eval() if transducer is not None else None
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None) -> Decoder:
         directory = checkpoint.resolve(model)
         config, feature_config = checkpoint.read_configs(directory)
         frame_seconds = encoder_frame_samples(feature_config, config.encoder_config) / SAMPLE_RATE
-        return cls(checkpoint.read_tokenizer(directory, config), frame_seconds)
+        transducer = checkpoint.read_transducer_decoder(directory, config) if isinstance(config, RNNTConfig) else None
+        return cls(checkpoint.read_tokenizer(directory, config), frame_seconds, transducer)
 
-    def __call__(self, windows: list[Window], best_ids: list[np.ndarray], duration: float) -> Transcript:
-        spans = [span for window, ids in zip(windows, best_ids) for span in self.spans(window, ids) if window.keeps(span)]
-        return self.transcript(spans, duration)
+    def __call__(self, windows: list[Window], encoded: list[np.ndarray], duration: float) -> Transcript:
+        return self.decode_many([(windows, encoded, duration)])[0]
 
-    def spans(self, window: Window, best_ids: np.ndarray) -> list[TokenSpan]:
+    def decode_many(self, utterances: list[tuple[list[Window], list[np.ndarray], float]]) -> list[Transcript]:
+        """(windows, their encoder outputs, duration in seconds) per utterance -> one Transcript each."""
+        windows = [window for utterance_windows, _, _ in utterances for window in utterance_windows]
+        outputs = [output for _, utterance_outputs, _ in utterances for output in utterance_outputs]
+        spans = iter(self._spans(outputs, [window.offset for window in windows]))
+        return [self.transcript([span for window in utterance_windows for span in next(spans) if window.keeps(span)],
+                                duration)
+                for utterance_windows, _, duration in utterances]
+
+    def spans(self, window: Window, encoded: np.ndarray) -> list[TokenSpan]:
         """Every token of one window, its frames counted from the start of the audio."""
-        return token_spans(best_ids.tolist(), self.tokenizer.blank_id, window.offset)
+        return self._spans([encoded], [window.offset])[0]
 
     def transcript(self, spans: list[TokenSpan], duration: float) -> Transcript:
         return transcript_from_spans(spans, self.tokenizer, self.frame_seconds, duration)
+
+    def _spans(self, outputs: list[np.ndarray], offsets: list[int]) -> list[list[TokenSpan]]:
+        """Each window's token spans, in frames from the start of the audio (the window's own start is `offset`)."""
+        if self.transducer is None:
+            return [token_spans(ids.tolist(), self.tokenizer.blank_id, offset) for ids, offset in zip(outputs, offsets)]
+        if not outputs:
+            return []
+        lengths = torch.tensor([len(output) for output in outputs])
+        padded = torch.zeros(len(outputs), int(lengths.max()), outputs[0].shape[1])
+        for row, output in enumerate(outputs):
+            padded[row, : len(output)] = torch.from_numpy(output)
+        emissions = greedy_transducer(self.transducer, padded, lengths)
+        return [[emission.span(offset) for emission in row] for row, offset in zip(emissions, offsets)]

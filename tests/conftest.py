@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.sentences import sentence_pool
 from pipeline.synthesize import DEFAULT_SEED, DEFAULT_SPLITS, Voice, synthesize
-from tests.reference import SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint
+from tests.reference import (SMALL_DECODER, SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint,
+                             make_transducer_checkpoint)
 
 # Voices the embedded model was trained with (its recipe holds out flite:slt, reported in the model card instead).
 SEEN_VOICES = [Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2"), Voice("espeak-ng", "en-029+m3"),
@@ -17,6 +18,18 @@ SEEN_VOICES = [Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2"), Voic
 @pytest.fixture(scope="session")
 def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> ReferenceCheckpoint:
     return make_reference_checkpoint(tmp_path_factory.mktemp("small"), SMALL_ENCODER, vocab_size=257)
+
+
+@pytest.fixture(scope="session")
+def small_tdt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> ReferenceCheckpoint:
+    return make_transducer_checkpoint(tmp_path_factory.mktemp("tdt"), "tdt", SMALL_ENCODER, SMALL_DECODER, vocab_size=257)
+
+
+@pytest.fixture(scope="session")
+def small_rnnt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> ReferenceCheckpoint:
+    """max_symbols_per_step=3, so that decoding hits the limit."""
+    return make_transducer_checkpoint(tmp_path_factory.mktemp("rnnt"), "rnnt", SMALL_ENCODER, SMALL_DECODER,
+                                      vocab_size=257, max_symbols_per_step=3)
 
 
 @pytest.fixture(scope="session")

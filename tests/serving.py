@@ -9,7 +9,7 @@ from typing import Any
 
 
 @contextmanager
-def running_app(options: dict[str, Any], port: int) -> Iterator[Any]:
+def running_app(options: dict[str, Any], port: int, num_cpus: int = 2) -> Iterator[Any]:
     """The parakeet app built with `options`, serving HTTP on 127.0.0.1:`port`; yields its handle."""
     import ray
     from ray import serve
@@ -17,7 +17,7 @@ def running_app(options: dict[str, Any], port: int) -> Iterator[Any]:
     from deployments.app import build_app
 
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield serve.run(build_app(options), name="parakeet", route_prefix="/")

@@ -154,8 +154,11 @@ def test_incomplete_or_foreign_checkpoints(small_checkpoint, tmp_path: Path) -> 
     with pytest.raises(CheckpointError, match="no preprocessor_config.json"):
         load_model(directory)
     config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "model_type": "wav2vec2"}))
+    with pytest.raises(ConfigError, match="model_type 'wav2vec2' is not supported; expected one of parakeet_ctc, "):
+        load_model(directory)
     (directory / "config.json").write_text(json.dumps({**config, "model_type": "parakeet_tdt"}))
-    with pytest.raises(ConfigError, match="model_type 'parakeet_tdt' is not supported"):
+    with pytest.raises(ConfigError, match="blank_token_id 8192 is outside vocab_size 257"):
         load_model(directory)
 
 

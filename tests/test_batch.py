@@ -102,6 +102,23 @@ def test_every_row_answered_errors_kept_transcripts_match(dataset, local_ray, ex
         assert row["duration"] == pytest.approx(len(soundfile.read(io.BytesIO(audio[row_id]))[0]) / 16000)
 
 
+def test_a_tdt_model_gives_its_offline_results(dataset, local_ray, small_tdt_checkpoint, tmp_path):
+    """The rows of one parquet row group on a random TDT checkpoint: the greedy loop runs in the decode tasks."""
+    path, audio = dataset
+    subset = pq.read_table(path).slice(0, 25)
+    pq.write_table(subset, tmp_path / "subset.parquet")
+    directory = str(small_tdt_checkpoint.directory)
+    batch.run(batch.BatchConfig(input=str(tmp_path / "subset.parquet"), output=str(tmp_path / "out"), model=directory,
+                                frame_counts=(300, 600), context_seconds=1.0))
+    rows = read_output(tmp_path / "out")
+    good = [row_id for row_id in subset.column("id").to_pylist() if row_id.startswith("clip-")]
+    expected = load_model(directory).transcribe([audio[row_id] for row_id in good], batch_size=16)
+    assert set(rows) == set(subset.column("id").to_pylist()) and any(t.words for t in expected)
+    for row_id, transcript in zip(good, expected):
+        words = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+        assert (rows[row_id]["text"], rows[row_id]["words"], rows[row_id]["error"]) == (transcript.text, words, None)
+
+
 def test_hugging_face_struct_and_path_cells(local_ray, expected, dataset, tmp_path):
     """The audio column may hold {bytes, path} structs (datasets' Audio feature) or file paths."""
     _, audio = dataset

@@ -25,13 +25,15 @@ def wav_files(speechlike, tmp_path_factory) -> list[Path]:
     return paths
 
 
-def test_text_and_json_match_the_api(small_checkpoint, wav_files, capsys) -> None:
-    expected = load_model(small_checkpoint.directory).transcribe(wav_files)
-    assert main(["transcribe", *map(str, wav_files), "--model", str(small_checkpoint.directory)]) == 0
+@pytest.mark.parametrize("kind", ["ctc", "tdt"])
+def test_text_and_json_match_the_api(kind, small_checkpoint, small_tdt_checkpoint, wav_files, capsys) -> None:
+    directory = str((small_checkpoint if kind == "ctc" else small_tdt_checkpoint).directory)
+    expected = load_model(directory).transcribe(wav_files)
+    assert main(["transcribe", *map(str, wav_files), "--model", directory]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{path}: {transcript.text}" for path, transcript in zip(wav_files, expected)]
 
-    assert main(["transcribe", str(wav_files[0]), "--model", str(small_checkpoint.directory), "--format", "json"]) == 0
+    assert main(["transcribe", str(wav_files[0]), "--model", directory, "--format", "json"]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert payload["text"] == expected[0].text
     assert payload["duration"] == pytest.approx(expected[0].duration)

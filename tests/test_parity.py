@@ -11,15 +11,10 @@ import torch
 from model import ParakeetCTC, load_model
 from model.encoder import length_mask
 from model.features import pad_waveforms
-from tests.reference import REAL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint
+from tests.reference import REAL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint, relative_error
 
 FEATURE_TOLERANCE = 1e-4  # max abs difference
 RELATIVE_TOLERANCE = 1e-4  # max abs difference / max abs value of the reference tensor
-
-
-def relative_error(ours: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor) -> float:
-    valid = valid[..., None]
-    return float(((ours - reference).abs() * valid).max() / (reference.abs() * valid).max())
 
 
 def assert_parity(checkpoint: ReferenceCheckpoint, clips: list[np.ndarray]) -> None:

@@ -39,7 +39,8 @@ def flac_bytes(audio: np.ndarray) -> bytes:
 
 @pytest.fixture(scope="module")
 def app():
-    with running_app(APP_OPTIONS, PORT) as handle:
+    # 4 logical CPUs so the TDT app fits beside this one.
+    with running_app(APP_OPTIONS, PORT, num_cpus=4) as handle:
         yield handle
 
 
@@ -100,6 +101,27 @@ def test_long_audio_is_windowed_without_lost_or_doubled_words(app, model, unseen
     assert abs(len(windowed["text"].split()) - len(per_clip.split())) <= 0.1 * len(per_clip.split())
     starts = [w["start"] for w in windowed["words"]]
     assert starts == sorted(starts) and windowed["words"][-1]["end"] <= len(audio) / 16000 + 0.08
+
+
+def test_a_tdt_model_serves_what_it_transcribes_offline(app, small_tdt_checkpoint, unseen_speech) -> None:
+    """A second app, on a random TDT checkpoint: the transducer's frames go from the Encoder to the Decoder, which
+    decodes concurrent requests as one batch."""
+    from deployments.app import build_app
+
+    directory = str(small_tdt_checkpoint.directory)
+    handle = serve.run(build_app({**APP_OPTIONS, "model": directory}), name="parakeet-tdt", route_prefix="/tdt")
+    try:
+        clips = unseen_speech[1][:8]
+        expected = load_model(directory).transcribe(clips)
+        assert any(transcript.words for transcript in expected)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda clip: requests.post(
+                f"{URL}/tdt/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(clip))},
+                data={"response_format": "verbose_json", "timestamp_granularities[]": "word"}, timeout=120), clips))
+        assert [a.json() for a in answers] == [json.loads(json.dumps(verbose_json(t, ("word",)))) for t in expected]
+        assert handle.transcribe.remote(clips[0], 16000).result() == expected[0]
+    finally:
+        serve.delete("parakeet-tdt")
 
 
 def test_bad_input_gets_its_status_and_message(app) -> None:

@@ -52,14 +52,22 @@ def test_buckets_pick_the_smallest_fitting_shape() -> None:
         Buckets((4, 1), (100,))
 
 
-def test_stages_agree_with_the_model(model, small_checkpoint, speechlike) -> None:
-    featurizer, encoder, decoder = stages(small_checkpoint.directory, Buckets((1, 2, 4), (200, 400)))
+@pytest.mark.parametrize("kind", ["ctc", "tdt"])
+def test_stages_agree_with_the_model(kind, small_checkpoint, small_tdt_checkpoint, speechlike) -> None:
+    directory = (small_checkpoint if kind == "ctc" else small_tdt_checkpoint).directory
+    featurizer, encoder, decoder = stages(directory, Buckets((1, 2, 4), (200, 400)))
+    model = load_model(directory)
     expected = [model.transcribe(clip)[0] for clip in speechlike]
+    assert any(transcript.words for transcript in expected)
     assert [run(featurizer, encoder, decoder, clip) for clip in speechlike] == expected
-    # Several windows in one padded bucket give the same ids as each alone.
+    # The decoder takes many utterances at once (one transducer batch), with the same results.
+    featurized = [featurizer(clip) for clip in speechlike]
+    utterances = [(f.windows, encoder(f.features), f.duration) for f in featurized]
+    assert decoder.decode_many(utterances) == expected
+    # Several windows in one padded bucket give the same ids (frames, up to rounding) as each alone.
     features = [featurizer(clip).features[0] for clip in speechlike]
     together, alone = encoder(features), [encoder([f])[0] for f in features]
-    assert all(np.array_equal(a, b) for a, b in zip(together, alone))
+    assert all(a.shape == b.shape and np.allclose(a, b, rtol=0, atol=1e-5) for a, b in zip(together, alone))
 
 
 def test_long_audio_is_split_and_merged(model, small_checkpoint, speechlike) -> None:
