@@ -21,8 +21,7 @@ import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource, load_audio
-from model.config import FeatureConfig, encoder_frame_samples
-from model.config import RNNTConfig
+from model.config import FeatureConfig, RNNTConfig, encoder_frame_samples
 from model.decoding import TokenSpan, Transcript, greedy_transducer, token_spans, transcript_from_spans
 from model.features import LogMelFeatures, pad_waveforms
 from model.heads import Network, ParakeetCTC, TransducerDecoder
@@ -282,11 +281,15 @@ class Decoder:
         """Each window's token spans, in frames from the start of the audio (the window's own start is `offset`)."""
         if self.transducer is None:
             return [token_spans(ids.tolist(), self.tokenizer.blank_id, offset) for ids, offset in zip(outputs, offsets)]
-        if not outputs:
-            return []
-        lengths = torch.tensor([len(output) for output in outputs])
-        padded = torch.zeros(len(outputs), int(lengths.max()), outputs[0].shape[1])
-        for row, output in enumerate(outputs):
-            padded[row, : len(output)] = torch.from_numpy(output)
-        emissions = greedy_transducer(self.transducer, padded, lengths)
-        return [[emission.span(offset) for emission in row] for row, offset in zip(emissions, offsets)]
+        spans: list[list[TokenSpan]] = [[] for _ in outputs]
+        # A window with no frames (silent, so never encoded: an empty array of any shape) has no tokens.
+        rows = [row for row, output in enumerate(outputs) if len(output)]
+        if not rows:
+            return spans
+        lengths = torch.tensor([len(outputs[row]) for row in rows])
+        padded = torch.zeros(len(rows), int(lengths.max()), outputs[rows[0]].shape[1])
+        for index, row in enumerate(rows):
+            padded[index, : len(outputs[row])] = torch.from_numpy(outputs[row])
+        for row, emissions in zip(rows, greedy_transducer(self.transducer, padded, lengths)):
+            spans[row] = [emission.span(offsets[row]) for emission in emissions]
+        return spans

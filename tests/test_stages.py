@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from model import load_model
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, plan_windows
+from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, Window, plan_windows
+from pipeline.streaming import NO_IDS
 from tests.reference import ReferenceCheckpoint
 
 FRAME = 1280  # samples per encoder frame
@@ -107,3 +108,16 @@ def test_compiled_encoder_matches_eager_and_never_recompiles_after_warm_up(small
     for batch in ([features[0]], features[:2], features[1:], [features[2]]):
         assert all(np.array_equal(a, b) for a, b in zip(compiled(batch), eager(batch)))
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames_compiled
+
+
+def test_transducer_decoder_gives_no_tokens_for_a_window_never_encoded(small_tdt_checkpoint, speechlike) -> None:
+    """A silent stream window is not encoded (streaming passes an empty int array): it decodes to nothing, also
+    beside encoded windows in the same call."""
+    featurizer, encoder, decoder = stages(small_tdt_checkpoint.directory, Buckets((1, 4), (300,)))
+    featurized = featurizer(speechlike[0])
+    [frames] = encoder(featurized.features[:1])
+    window = Window(0, 0, math.inf)
+    assert decoder.spans(window, NO_IDS) == []
+    alone = decoder.decode_many([([window], [frames], 1.0)])[0]
+    together = decoder.decode_many([([window], [NO_IDS], 1.0), ([window], [frames], 1.0)])
+    assert together[0].text == "" and together[1] == alone
