@@ -7,13 +7,13 @@ import os
 import sys
 import time
 
+from model import load_model
+from model.nemo import convert_nemo
 from pipeline import batch, dataset, stream_client
 from pipeline.formats import FORMATS, render
 
 
 def transcribe(args: argparse.Namespace) -> int:
-    from model import load_model  # torch import deferred so `parakeet --help` is instant
-
     model = load_model(args.model, quantize="int8" if args.int8 else None)
     for path, transcript in zip(args.files, model.transcribe(args.files, batch_size=args.batch_size)):
         if len(args.files) > 1 and args.format == "text":
@@ -23,8 +23,6 @@ def transcribe(args: argparse.Namespace) -> int:
 
 
 def convert(args: argparse.Namespace) -> int:
-    from model.nemo import convert_nemo
-
     model = convert_nemo(args.nemo_file, args.output)
     print(f"parakeet: wrote {type(model.config).__name__.removesuffix('Config')} model "
           f"({sum(p.numel() for p in model.network.parameters()) / 1e6:.1f} M parameters) to {args.output}",
