@@ -2,8 +2,10 @@
 
     python -m pipeline.train --data data/corpus --out runs/default          # 7 epochs: about 75 min on 2 cores
     python -m pipeline.train --data data/corpus --out runs/default --resume # continue from runs/default/last.pt
+    python -m pipeline.train --data data/corpus2 --out runs/tuned --init model/default --lr 5e-4  # fine-tune a model
 
-Writes runs/NAME/last.pt (resumable state) and runs/NAME/model/ (best dev WER, Hugging Face layout).
+Writes runs/NAME/last.pt (resumable state) and runs/NAME/model/ (best dev WER, Hugging Face layout). With several
+--dev splits (say `--dev dev dev_passages`), the best model is the one with the lowest mean of their WERs.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import torch
 
 from model import CTCConfig, EncoderConfig, FeatureConfig, Parakeet, ParakeetCTC
+from model import checkpoint
 from model.decoding import greedy_ctc
 from model.features import LogMelFeatures, pad_waveforms
 from model.tokenizer import Tokenizer
@@ -119,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="directory with train.parquet and dev.parquet")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--init", type=Path, metavar="MODEL_DIR",
+                        help="start from this CTC model's weights and tokenizer (fine-tuning: fresh optimiser and "
+                             "schedule; the architecture options are then taken from its config.json)")
+    parser.add_argument("--dev", nargs="+", default=["dev"], metavar="SPLIT",
+                        help="DATA/SPLIT.parquet files scored at each evaluation (default: dev)")
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--max-frames", type=int, default=5000, help="padded feature frames per batch")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -138,6 +147,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def initial_config(args: argparse.Namespace) -> CTCConfig:
+    """The architecture from the options, or from the --init model's config.json with the recipe's dropout."""
+    if args.init is None:
+        return CTCConfig(
+            vocab_size=args.vocab_size,
+            pad_token_id=args.vocab_size - 1,
+            encoder_config=EncoderConfig(
+                hidden_size=args.hidden,
+                num_hidden_layers=args.layers,
+                num_attention_heads=args.heads,
+                intermediate_size=4 * args.hidden,
+                subsampling_conv_channels=args.subsampling_channels,
+                layerdrop=0.0,
+                dropout=args.dropout,
+                activation_dropout=args.dropout,
+                attention_dropout=args.dropout,
+            ),
+        )
+    config, _ = checkpoint.read_configs(args.init)
+    if not isinstance(config, CTCConfig):
+        sys.exit(f"--init: {args.init} holds a {type(config).__name__} model; the recipe trains CTC models")
+    encoder = replace(config.encoder_config, dropout=args.dropout, activation_dropout=args.dropout,
+                      attention_dropout=args.dropout)
+    return replace(config, encoder_config=encoder)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.manual_seed(args.seed)
@@ -147,34 +182,24 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"--resume: {state_path} does not exist")
 
     tokenizer_path = args.out / "tokenizer.json"
-    if not tokenizer_path.is_file():
+    if args.init and not tokenizer_path.is_file():
+        shutil.copyfile(args.init / checkpoint.TOKENIZER_FILE, tokenizer_path)
+    elif not tokenizer_path.is_file():
         texts = pq.read_table(args.data / "train.parquet", columns=["text"]).column("text").to_pylist()
         train_tokenizer(texts, args.vocab_size).save(str(tokenizer_path))
-    tokenizer = Tokenizer.from_file(tokenizer_path, blank_id=args.vocab_size - 1)
-    config = CTCConfig(
-        vocab_size=args.vocab_size,
-        pad_token_id=args.vocab_size - 1,
-        encoder_config=EncoderConfig(
-            hidden_size=args.hidden,
-            num_hidden_layers=args.layers,
-            num_attention_heads=args.heads,
-            intermediate_size=4 * args.hidden,
-            subsampling_conv_channels=args.subsampling_channels,
-            layerdrop=0.0,
-            dropout=args.dropout,
-            activation_dropout=args.dropout,
-            attention_dropout=args.dropout,
-        ),
-    )
+    config = initial_config(args)
+    tokenizer = Tokenizer.from_file(tokenizer_path, blank_id=config.blank_id)
     feature_config = FeatureConfig()
     extractor = LogMelFeatures(feature_config)
     started = time.time()
-    train, dev = (featurize(args.data / f"{name}.parquet", extractor, tokenizer) for name in ("train", "dev"))
-    print(f"featurised {len(train.texts)} train / {len(dev.texts)} dev utterances in {time.time() - started:.0f} s",
+    train = featurize(args.data / "train.parquet", extractor, tokenizer)
+    dev = {name: featurize(args.data / f"{name}.parquet", extractor, tokenizer) for name in args.dev}
+    print(f"featurised {len(train.texts)} train / {sum(len(split.texts) for split in dev.values())} dev utterances "
+          f"in {time.time() - started:.0f} s",
           file=sys.stderr)
 
     device = torch.device(args.device)
-    network = ParakeetCTC(config).to(device).train()
+    network = (checkpoint.read_network(args.init, config) if args.init else ParakeetCTC(config)).to(device).train()
     print(f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters", file=sys.stderr)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-3, betas=(0.9, 0.98))
     rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)
@@ -216,12 +241,14 @@ def main(argv: list[str] | None = None) -> int:
                   f"lr {optimizer.param_groups[0]['lr']:.2e} elapsed {elapsed / 60:.1f} min eta {eta / 60:.1f} min",
                   end="", file=sys.stderr, flush=True)
             if step % args.eval_every == 0 or step == total_steps:
-                wer, cer = evaluate(network, dev, tokenizer, args.max_frames)
+                scores = {name: evaluate(network, split, tokenizer, args.max_frames) for name, split in dev.items()}
+                wer = sum(split_wer for split_wer, _ in scores.values()) / len(scores)
                 if wer < best_wer:
                     best_wer = wer
                     Parakeet(config, feature_config, network, tokenizer).save_pretrained(args.out / "model")
                     network.train()
-                print(f"\nstep {step}: dev WER {wer:.2%} CER {cer:.2%} (best {best_wer:.2%})", file=sys.stderr)
+                report = ", ".join(f"{name} WER {w:.2%} CER {c:.2%}" for name, (w, c) in scores.items())
+                print(f"\nstep {step}: {report} (best {best_wer:.2%})", file=sys.stderr)
                 torch.save(
                     {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                      "best_wer": best_wer, "rng": rng.getstate(), "generator": generator.get_state()},

@@ -46,6 +46,24 @@ def test_train_then_resume_writes_a_loadable_checkpoint(corpus: Path, tmp_path: 
     assert isinstance(transcript.text, str)
 
 
+def test_init_fine_tunes_a_trained_model_scored_on_several_dev_splits(corpus: Path, tmp_path: Path, capsys) -> None:
+    base = tmp_path / "base"
+    assert train.main(["--data", str(corpus), "--out", str(base), "--epochs", "1", *TINY]) == 0
+    tuned = tmp_path / "tuned"
+    schedule = ["--max-frames", "1200", "--eval-every", "3", "--warmup", "2", "--epochs", "1", "--lr", "1e-9"]
+    args = ["--data", str(corpus), "--out", str(tuned), "--init", str(base / "model"), "--dev", "dev", "train"]
+    assert train.main([*args, *schedule]) == 0
+    log = capsys.readouterr().err
+    assert "dev WER" in log and "train WER" in log
+
+    before, after = load_model(base / "model"), load_model(tuned / "model")
+    assert after.config.encoder_config.hidden_size == 32  # the architecture came from the --init model
+    assert (tuned / "tokenizer.json").read_bytes() == (base / "tokenizer.json").read_bytes()
+    tuned_weights = dict(after.network.named_parameters())  # (batch-norm statistics move whatever the rate)
+    for name, weight in before.network.named_parameters():  # a learning rate of 1e-9 leaves the weights in place
+        torch.testing.assert_close(tuned_weights[name], weight, atol=1e-5, rtol=0)
+
+
 def test_resume_needs_a_state(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--resume: .*last.pt does not exist"):
         train.main(["--data", str(corpus), "--out", str(tmp_path / "empty"), "--resume", *TINY])
