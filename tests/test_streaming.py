@@ -12,7 +12,7 @@ import torch
 
 from model.audio import AudioError, PCMStream
 from model.decoding import token_spans
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer
+from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, plan_windows
 from pipeline.streaming import NO_IDS, Stream, StreamError, StreamSettings, run_stream
 
 FRAME = 1280  # samples per encoder frame (80 ms)
@@ -73,6 +73,24 @@ def test_seams_keep_every_token_exactly_once(stages, settings: StreamSettings, s
     assert [(w["word"], w["start"]) for w in words] == [(w.word, w.start) for w in expected.words]
     if settings.lookahead_seconds >= 8 * 0.08:  # else a word's end is cut where its window ends
         assert words == [vars(word) for word in expected.words]
+
+
+@pytest.mark.parametrize("seconds", [12.5, 30.0, 33.5, 37.0, 64.2])
+def test_matching_settings_cut_the_offline_windows(stages, seconds: float) -> None:
+    """A stream whose chunk, context and look-ahead equal the long-audio windows' stride and context cuts exactly
+    those windows, up to the last, for audio longer than one window (shorter audio is one window offline, while a
+    stream that cannot know where the audio ends commits its first chunk as soon as its look-ahead has arrived)."""
+    featurizer, _, decoder = stages
+    samples = round(seconds * 16000)
+    stream = Stream(featurizer, decoder, StreamSettings(8.0, 2.0, 2.0))
+    cut = []
+    for piece in [*pieces(np.full(samples, 0.1, np.float32), [16000]), None]:
+        stream.end() if piece is None else stream.feed(piece)
+        while (window := stream.next_window()) is not None:
+            start = window.window.offset * FRAME
+            cut.append((start, start + len(window.audio), window.window))
+            stream.accept(window, NO_IDS)
+    assert cut == plan_windows(samples, FRAME, featurizer.window_samples, featurizer.context_samples)
 
 
 def test_matching_the_offline_windows_gives_the_offline_transcript(stages, long_recording: np.ndarray) -> None:
