@@ -29,7 +29,8 @@ def realtime_url(url: str, settings: StreamSettings | None = None, sample_rate: 
 
 
 def pcm16(audio: np.ndarray) -> bytes:
-    return (np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    """Float samples -> 16-bit little-endian PCM, rounded to the nearest step as libsndfile writes WAV and FLAC."""
+    return np.rint(np.clip(audio, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
 
 
 async def send_audio(websocket, audio: np.ndarray, speed: float, started: float) -> None:
