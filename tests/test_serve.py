@@ -23,9 +23,11 @@ serve = pytest.importorskip("ray.serve")
 
 PORT = 8123
 URL = f"http://127.0.0.1:{PORT}"
-# Small buckets (3 and 6 s windows, the lengths the embedded model was trained on) so long audio is windowed. The encoder runs eagerly (the cpu default):
-# compiling on 2 cores takes minutes; test_stages checks the compiled encoder against the eager one.
-APP_OPTIONS = {"device": "cpu", "batch_sizes": [1, 8], "frame_counts": [300, 600], "context_seconds": 1.0,
+# Small buckets (6 and 12 s windows) so long audio is windowed, with 2 s of context at each seam: the embedded model
+# needs that much (with 6 s windows and 1 s of context its windowed WER is 10 points above its per-clip WER). The
+# encoder runs eagerly (the cpu default): compiling on 2 cores takes minutes; test_stages checks the compiled encoder
+# against the eager one.
+APP_OPTIONS = {"device": "cpu", "batch_sizes": [1, 8], "frame_counts": [600, 1200], "context_seconds": 2.0,
                "max_upload_mb": 1.0, "encoder_threads": 1}
 
 pytestmark = pytest.mark.slow
@@ -86,17 +88,15 @@ def test_concurrent_requests_are_batched_and_all_correct(app, model, unseen_spee
     assert max(batch_sizes) > 1, batch_sizes
 
 
-@pytest.mark.xfail(reason="the embedded model, trained on single sentences of at most 8 s, fails on windows holding "
-                          "several (issue 3); this holds once it is trained on passages", strict=False)
 def test_long_audio_is_windowed_without_lost_or_doubled_words(app, model, unseen_speech) -> None:
-    sentences, clips = unseen_speech
+    sentences, clips = unseen_speech[0][:16], unseen_speech[1][:16]
     pause = np.zeros(4000, np.float32)
-    audio = np.concatenate([part for clip in clips[:10] for part in (clip, pause)])
-    assert len(audio) > 4 * 600 * 160  # more than four of the largest windows
+    audio = np.concatenate([part for clip in clips for part in (clip, pause)])
+    assert len(audio) > 4 * 1200 * 160  # more than four of the largest windows
     windowed = post(flac_bytes(audio), response_format="verbose_json",
                     **{"timestamp_granularities[]": ["word"]}).json()
     # Seams may not cost accuracy against decoding each sentence on its own.
-    reference, per_clip = " ".join(sentences[:10]), " ".join(t.text for t in model.transcribe(clips[:10]))
+    reference, per_clip = " ".join(sentences), " ".join(t.text for t in model.transcribe(clips))
     assert word_error_rate([reference], [windowed["text"]]) <= word_error_rate([reference], [per_clip]) + 0.05
     assert abs(len(windowed["text"].split()) - len(per_clip.split())) <= 0.1 * len(per_clip.split())
     starts = [w["start"] for w in windowed["words"]]
