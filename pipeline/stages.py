@@ -95,6 +95,8 @@ class FeaturizedAudio:
 def plan_windows(samples: int, frame_samples: int, window_samples: int, context_samples: int) -> list[tuple[int, int, Window]]:
     """Cut `samples` into windows of at most `window_samples`, overlapping by `context_samples` on each side.
 
+    The last window is the first whose rest of the audio, left context included, fits in one window: the rule of a
+    stream's last window (pipeline.streaming), so a stream with matching settings cuts these same windows.
     Returns (first sample, end sample, Window) per window; all boundaries fall on encoder frames.
     """
     if samples <= window_samples:
@@ -103,13 +105,13 @@ def plan_windows(samples: int, frame_samples: int, window_samples: int, context_
     if stride <= 0 or context_samples % frame_samples:
         raise ValueError(f"context {context_samples} samples must be a multiple of {frame_samples} and leave room in a "
                          f"window of {window_samples} samples")
-    plan = []
-    for keep_start in range(0, samples, stride):
+    plan, keep_start, start = [], 0, 0
+    while samples - start > window_samples:  # until the rest fits in one window
         keep_end = keep_start + stride
-        start, end = max(0, keep_start - context_samples), min(samples, keep_end + context_samples)
-        last = keep_end >= samples
-        window = Window(start // frame_samples, keep_start // frame_samples, math.inf if last else keep_end // frame_samples)
-        plan.append((start, end, window))
+        window = Window(start // frame_samples, keep_start // frame_samples, keep_end // frame_samples)
+        plan.append((start, keep_end + context_samples, window))
+        keep_start, start = keep_end, max(0, keep_end - context_samples)
+    plan.append((start, samples, Window(start // frame_samples, keep_start // frame_samples, math.inf)))
     return plan
 
 

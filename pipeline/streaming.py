@@ -152,18 +152,15 @@ class Stream:
         if self.finished:
             return None
         start = max(0, self.committed_frame - self.left) * self.frame_samples
-        if self.ended:  # no look-ahead to wait for: whole chunks up to the end, as pipeline.stages.plan_windows cuts
-            rest = math.ceil((self.received / self.frame_samples - self.committed_frame) / self.chunk)
-            chunks = min(max(rest, 1), self.max_chunks)
+        if self.ended and self.received - start <= self.featurizer.window_samples:
+            keep_end, end = math.inf, self.received  # the rest fits in one window: commit all of it
         else:
             available = self.received // self.frame_samples - self.committed_frame - self.ahead
             chunks = min(available // self.chunk, self.max_chunks)
             if chunks < 1:
                 return None
-        keep_end = self.committed_frame + chunks * self.chunk
-        end = min(self.received, (keep_end + self.ahead) * self.frame_samples)
-        if self.ended and keep_end * self.frame_samples >= self.received:
-            keep_end = math.inf  # the last window: commit the rest
+            keep_end = self.committed_frame + chunks * self.chunk
+            end = (keep_end + self.ahead) * self.frame_samples
         audio = np.concatenate(self.pieces) if len(self.pieces) != 1 else self.pieces[0]
         self.pieces = [audio]
         window = Window(start // self.frame_samples, self.committed_frame, keep_end)

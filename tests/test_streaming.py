@@ -75,7 +75,7 @@ def test_seams_keep_every_token_exactly_once(stages, settings: StreamSettings, s
         assert words == [vars(word) for word in expected.words]
 
 
-@pytest.mark.parametrize("seconds", [12.5, 30.0, 33.5, 37.0, 64.2])
+@pytest.mark.parametrize("seconds", [12.5, 20.1, 30.0, 33.5, 37.0, 64.2])
 def test_matching_settings_cut_the_offline_windows(stages, seconds: float) -> None:
     """A stream whose chunk, context and look-ahead equal the long-audio windows' stride and context cuts exactly
     those windows, up to the last, for audio longer than one window (shorter audio is one window offline, while a
