@@ -5,14 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.sentences import sentence_pool
-from pipeline.synthesize import DEFAULT_SEED, DEFAULT_SPLITS, Voice, synthesize
+from pipeline import synthesize
 from tests.reference import (SMALL_DECODER, SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint,
                              make_transducer_checkpoint)
 
-# Voices the embedded model was trained with (its recipe holds out flite:slt, reported in the model card instead).
-SEEN_VOICES = [Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2"), Voice("espeak-ng", "en-029+m3"),
-               Voice("flite", "kal16"), Voice("flite", "awb"), Voice("flite", "rms")]
 
 
 @pytest.fixture(scope="session")
@@ -47,9 +43,7 @@ def speechlike() -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def unseen_speech() -> tuple[list[str], list[np.ndarray]]:
     """36 sentences the training corpus never contained, spoken by training voices (16 kHz float32)."""
-    training_text = set(sentence_pool(sum(DEFAULT_SPLITS.values()), DEFAULT_SEED))
-    sentences = sentence_pool(36, seed=2026, exclude=training_text)
-    return sentences, [synthesize(text, SEEN_VOICES[i % len(SEEN_VOICES)]) for i, text in enumerate(sentences)]
+    return synthesize.unseen_speech(36)
 
 
 @pytest.fixture(scope="session")

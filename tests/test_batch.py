@@ -22,8 +22,7 @@ from model import load_model
 from pipeline import batch
 from pipeline.dataset import make_dataset
 from pipeline.sentences import sentence_pool
-from pipeline.synthesize import synthesize
-from tests.conftest import SEEN_VOICES
+from pipeline.synthesize import SEEN_VOICES, synthesize
 
 ray = pytest.importorskip("ray")
 

@@ -1,0 +1,68 @@
+"""Accuracy of a model on long audio cut into the Serve app's windows, against the same sentences one at a time.
+
+    python bench/long_audio_windows.py                                # embedded model, 10 and 16 sentences
+    python bench/long_audio_windows.py --model DIR --windows 30:2 12:2 6:1
+
+Unseen sentences in seen voices (pipeline.synthesize.unseen_speech, the set of tests/test_default_model.py), put
+back to back with 0.25 s pauses, go through the stages as the Serve app runs them: windows of WINDOW seconds that
+overlap by CONTEXT seconds on each side. Prints the WER and CER of the sentences decoded one at a time and of each windowing, as a
+markdown table (for the model card).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
+
+from model import SAMPLE_RATE, load_model  # noqa: E402
+from pipeline.metrics import char_error_rate, word_error_rate  # noqa: E402
+from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
+from pipeline.synthesize import unseen_speech  # noqa: E402
+
+PAUSE_SECONDS = 0.25
+
+
+def windowed_text(model: str | None, hop_length: int, audio: np.ndarray, window_seconds: float,
+                  context_seconds: float) -> str:
+    frames = round(window_seconds * SAMPLE_RATE / hop_length)  # feature frames
+    featurizer = Featurizer.from_pretrained(model, frames, context_seconds)
+    encoder = Encoder.from_pretrained(model, Buckets((1,), (frames,)))
+    decoder = Decoder.from_pretrained(model)
+    featurized = featurizer(audio)
+    return decoder(featurized.windows, encoder(featurized.features), featurized.duration).text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
+    parser.add_argument("--sentences", type=int, nargs="+", default=[10, 16], help="sentences per recording")
+    parser.add_argument("--windows", nargs="+", default=["12:2", "6:1", "30:2"], metavar="WINDOW:CONTEXT",
+                        help="window and context seconds")
+    args = parser.parse_args(argv)
+    windows = [tuple(float(value) for value in item.split(":")) for item in args.windows]
+    sentences, clips = unseen_speech(max(args.sentences))
+    model = load_model(args.model)
+    hop = model.feature_config.hop_length
+    pause = np.zeros(round(PAUSE_SECONDS * SAMPLE_RATE), np.float32)
+    print("| sentences | audio s | decoding | WER | CER | words |")
+    print("|---|---|---|---|---|---|")
+    for count in args.sentences:
+        reference = " ".join(sentences[:count])
+        audio = np.concatenate([part for clip in clips[:count] for part in (clip, pause)])
+        per_clip = " ".join(t.text for t in model.transcribe(clips[:count]))
+        rows = [("one sentence at a time", per_clip)]
+        rows += [(f"{window:g} s windows, {context:g} s context", windowed_text(args.model, hop, audio, window, context))
+                 for window, context in windows]
+        for name, text in rows:
+            print(f"| {count} | {len(audio) / SAMPLE_RATE:.0f} | {name} | {word_error_rate([reference], [text]):.1%} "
+                  f"| {char_error_rate([reference], [text]):.1%} | {len(text.split())} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
