@@ -37,14 +37,22 @@ def windowed_text(model: str | None, hop_length: int, audio: np.ndarray, window_
     return decoder(featurized.windows, encoder(featurized.features), featurized.duration).text
 
 
+def window_setting(text: str) -> tuple[float, float]:
+    """"WINDOW:CONTEXT" in seconds -> (window, context)."""
+    try:
+        window, context = (float(value) for value in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WINDOW:CONTEXT in seconds, e.g. 12:2, got {text!r}") from None
+    return window, context
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     parser.add_argument("--sentences", type=int, nargs="+", default=[10, 16], help="sentences per recording")
-    parser.add_argument("--windows", nargs="+", default=["12:2", "6:1", "30:2"], metavar="WINDOW:CONTEXT",
-                        help="window and context seconds")
+    parser.add_argument("--windows", nargs="+", type=window_setting, default=[(12, 2), (6, 1), (30, 2)],
+                        metavar="WINDOW:CONTEXT", help="window and context seconds")
     args = parser.parse_args(argv)
-    windows = [tuple(float(value) for value in item.split(":")) for item in args.windows]
     sentences, clips = unseen_speech(max(args.sentences))
     model = load_model(args.model)
     hop = model.feature_config.hop_length
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         per_clip = " ".join(t.text for t in model.transcribe(clips[:count]))
         rows = [("one sentence at a time", per_clip)]
         rows += [(f"{window:g} s windows, {context:g} s context", windowed_text(args.model, hop, audio, window, context))
-                 for window, context in windows]
+                 for window, context in args.windows]
         for name, text in rows:
             print(f"| {count} | {len(audio) / SAMPLE_RATE:.0f} | {name} | {word_error_rate([reference], [text]):.1%} "
                   f"| {char_error_rate([reference], [text]):.1%} | {len(text.split())} |")
