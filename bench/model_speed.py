@@ -4,6 +4,7 @@
     python bench/model_speed.py --shapes 8x10 --repeats 3 --int8  # the headline shape, with the int8 path too
     python bench/model_speed.py --device cuda
     python bench/model_speed.py --profile --shapes 8x10 --threads 1   # where the time goes, by kind of op
+    python bench/model_speed.py --shapes 8x10 --compile             # also ours with torch.compile'd conformer blocks
 
 Each runner lives in its own worker process that holds its model; the parent hands them the same clips in turn,
 `--repeats` interleaved rounds, and keeps each runner's fastest call. Timed, for every runner: waveforms -> text
@@ -36,7 +37,7 @@ sys.path.insert(0, str(ROOT))  # `python bench/model_speed.py` from a checkout, 
 
 from model import SAMPLE_RATE, load_audio  # noqa: E402
 
-RUNNERS = ("transformers", "ours", "ours int8")
+RUNNERS = ("transformers", "ours", "ours int8", "ours compiled")
 
 
 def clips(batch: int, seconds: float) -> list[np.ndarray]:
@@ -84,6 +85,11 @@ def load_runner(name: str, checkpoint: str, device: torch.device):
     from model import load_model
 
     model = load_model(checkpoint, device, quantize="int8" if name == "ours int8" else None)
+    if name == "ours compiled":
+        # Regional compilation: every block runs the same code on its own parameters, so one compiled graph (inductor,
+        # fixed shapes) serves all of them and compiles in seconds where the whole network takes minutes.
+        for block in model.network.encoder.layers:
+            block.compile(dynamic=False)
     return lambda waveforms: [result.text for result in model.transcribe(waveforms, batch_size=len(waveforms))]
 
 
@@ -215,6 +221,8 @@ def main() -> None:
                         help="BATCHxSECONDS clip sets to time")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each runner's best call counts")
     parser.add_argument("--int8", action="store_true", help="also time ours with int8 dynamic quantisation (CPU)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time ours with each conformer block torch.compile'd (the first call compiles)")
     parser.add_argument("--layers", type=int, default=24, help="fewer for a quick look; 24 is the 0.6b shape")
     parser.add_argument("--profile", action="store_true",
                         help="instead of timing, profile one call of each runner on the first shape, by kind of op")
@@ -225,7 +233,7 @@ def main() -> None:
         return worker(args)
 
     shapes = [tuple(map(float, shape.split("x"))) for shape in args.shapes]
-    names = [name for name in RUNNERS if args.int8 or name != "ours int8"]
+    names = [name for name in RUNNERS if (name != "ours int8" or args.int8) and (name != "ours compiled" or args.compile)]
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
