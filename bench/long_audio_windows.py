@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 from model import SAMPLE_RATE, load_model  # noqa: E402
 from pipeline.metrics import char_error_rate, word_error_rate  # noqa: E402
 from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
-from pipeline.synthesize import unseen_speech  # noqa: E402
+from pipeline.synthesize import back_to_back, unseen_speech  # noqa: E402
 
 PAUSE_SECONDS = 0.25
 
@@ -56,12 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     sentences, clips = unseen_speech(max(args.sentences))
     model = load_model(args.model)
     hop = model.feature_config.hop_length
-    pause = np.zeros(round(PAUSE_SECONDS * SAMPLE_RATE), np.float32)
     print("| sentences | audio s | decoding | WER | CER | words |")
     print("|---|---|---|---|---|---|")
     for count in args.sentences:
         reference = " ".join(sentences[:count])
-        audio = np.concatenate([part for clip in clips[:count] for part in (clip, pause)])
+        audio = back_to_back(clips[:count], PAUSE_SECONDS)
         per_clip = " ".join(t.text for t in model.transcribe(clips[:count]))
         rows = [("one sentence at a time", per_clip), ("whole recording in one pass", model.transcribe([audio])[0].text)]
         rows += [(f"{window:g} s windows, {context:g} s context", windowed_text(args.model, hop, audio, window, context))

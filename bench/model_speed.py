@@ -233,7 +233,8 @@ def main() -> None:
         return worker(args)
 
     shapes = [tuple(map(float, shape.split("x"))) for shape in args.shapes]
-    names = [name for name in RUNNERS if (name != "ours int8" or args.int8) and (name != "ours compiled" or args.compile)]
+    optional = {"ours int8": args.int8, "ours compiled": args.compile}
+    names = [name for name in RUNNERS if optional.get(name, True)]
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     print(f"load average {os.getloadavg()}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

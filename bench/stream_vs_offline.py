@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
@@ -25,7 +24,7 @@ from model import SAMPLE_RATE  # noqa: E402
 from pipeline.metrics import word_error_rate  # noqa: E402
 from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
 from pipeline.streaming import Stream, StreamSettings, run_stream  # noqa: E402
-from pipeline.synthesize import unseen_speech  # noqa: E402
+from pipeline.synthesize import back_to_back, unseen_speech  # noqa: E402
 
 PAUSE_SECONDS = 0.3
 FEED_SECONDS = 0.1
@@ -50,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     sentences, clips = unseen_speech(args.sentences)
-    pause = np.zeros(round(PAUSE_SECONDS * SAMPLE_RATE), np.float32)
-    audio = np.concatenate([part for clip in clips for part in (clip, pause)])
+    audio = back_to_back(clips, PAUSE_SECONDS)
     reference = " ".join(sentences)
 
     buckets = Buckets()

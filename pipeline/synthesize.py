@@ -118,6 +118,12 @@ def unseen_speech(count: int = 36, seed: int = 2026) -> tuple[list[str], list[np
     return sentences, [synthesize(text, SEEN_VOICES[i % len(SEEN_VOICES)]) for i, text in enumerate(sentences)]
 
 
+def back_to_back(clips: list[np.ndarray], pause_seconds: float) -> np.ndarray:
+    """The clips one after another, each followed by `pause_seconds` of silence: one long recording."""
+    pause = np.zeros(round(pause_seconds * SAMPLE_RATE), np.float32)
+    return np.concatenate([part for clip in clips for part in (clip, pause)])
+
+
 Utterance = str | tuple[str, ...]  # one sentence, or a passage of sentences read by one voice with pauses
 
 

@@ -49,7 +49,6 @@ def unseen_speech() -> tuple[list[str], list[np.ndarray]]:
 @pytest.fixture(scope="session")
 def long_recording(unseen_speech: tuple[list[str], list[np.ndarray]]) -> np.ndarray:
     """Over 60 s of speech: 24 unseen sentences in six voices, each followed by 0.3 s of silence (16 kHz float32)."""
-    pause = np.zeros(4800, np.float32)
-    audio = np.concatenate([part for clip in unseen_speech[1][:24] for part in (clip, pause)])
+    audio = synthesize.back_to_back(unseen_speech[1][:24], pause_seconds=0.3)
     assert len(audio) >= 60 * 16000
     return audio

@@ -16,6 +16,7 @@ import yaml
 from model import load_model
 from pipeline.formats import render, verbose_json
 from pipeline.metrics import word_error_rate
+from pipeline.synthesize import back_to_back
 from tests.serving import running_app
 
 ray = pytest.importorskip("ray")
@@ -90,8 +91,7 @@ def test_concurrent_requests_are_batched_and_all_correct(app, model, unseen_spee
 
 def test_long_audio_is_windowed_without_lost_or_doubled_words(app, model, unseen_speech) -> None:
     sentences, clips = unseen_speech[0][:16], unseen_speech[1][:16]
-    pause = np.zeros(4000, np.float32)
-    audio = np.concatenate([part for clip in clips for part in (clip, pause)])
+    audio = back_to_back(clips, pause_seconds=0.25)
     assert len(audio) > 4 * 1200 * 160  # more than four of the largest windows
     windowed = post(flac_bytes(audio), response_format="verbose_json",
                     **{"timestamp_granularities[]": ["word"]}).json()
