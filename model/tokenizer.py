@@ -38,6 +38,12 @@ class Tokenizer:
     def starts_word(self, token_id: int) -> bool:
         return self._starts_word[token_id]
 
+    def first_piece(self, piece: str) -> int:
+        """The id of the first of this tokenizer's pieces that spell another tokenizer's `piece` (`<unk>`'s if
+        none do)."""
+        tokens = self._tokenizer.model.tokenize(piece)
+        return tokens[0].id if tokens else self._tokenizer.token_to_id(self._tokenizer.model.unk_token)
+
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
 

@@ -31,6 +31,8 @@ from pipeline.corpus import read_parquet_audio
 from pipeline.metrics import char_error_rate, word_error_rate
 from pipeline.vocabulary import train_tokenizer
 
+DEFAULT_VOCAB_SIZE = 257  # 256 pieces and the blank
+
 
 @dataclass
 class Split:
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--eval-every", type=int, default=1000)
-    parser.add_argument("--vocab-size", type=int, default=257, help="tokenizer size including the blank")
+    parser.add_argument("--vocab-size", type=int, default=None,
+                        help="tokenizer size including the blank (default 257; with --init, a size other than the "
+                             "model's trains a new tokenizer and a new CTC head on the model's encoder)")
     parser.add_argument("--hidden", type=int, default=144)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--heads", type=int, default=4)
@@ -148,11 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def initial_config(args: argparse.Namespace) -> CTCConfig:
-    """The architecture from the options, or from the --init model's config.json with the recipe's dropout."""
+    """The architecture from the options, or from the --init model's config.json with the recipe's dropout (and
+    the --vocab-size, if one is given)."""
     if args.init is None:
+        vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
         return CTCConfig(
-            vocab_size=args.vocab_size,
-            pad_token_id=args.vocab_size - 1,
+            vocab_size=vocab_size,
+            pad_token_id=vocab_size - 1,
             encoder_config=EncoderConfig(
                 hidden_size=args.hidden,
                 num_hidden_layers=args.layers,
@@ -170,7 +176,26 @@ def initial_config(args: argparse.Namespace) -> CTCConfig:
         sys.exit(f"--init: {args.init} holds a {type(config).__name__} model; the recipe trains CTC models")
     encoder = replace(config.encoder_config, dropout=args.dropout, activation_dropout=args.dropout,
                       attention_dropout=args.dropout)
-    return replace(config, encoder_config=encoder)
+    vocab_size = args.vocab_size or config.vocab_size
+    return replace(config, encoder_config=encoder, vocab_size=vocab_size, pad_token_id=vocab_size - 1)
+
+
+def retokenized_network(init: Path, config: CTCConfig, tokenizer: Tokenizer) -> ParakeetCTC:
+    """The --init model's encoder under a CTC head for a new tokenizer. Each new piece's row of the head starts as
+    the old head's row for the first old piece of the new piece's text (the blank's as the old blank's), so the
+    network begins by emitting the new pieces where it emitted their beginnings, rather than from nothing."""
+    old_config, _ = checkpoint.read_configs(init)
+    old_tokenizer = Tokenizer.from_file(init / checkpoint.TOKENIZER_FILE, blank_id=old_config.blank_id)
+    rows = [
+        old_config.blank_id if new_id == config.blank_id else old_tokenizer.first_piece(tokenizer.piece(new_id))
+        for new_id in range(config.vocab_size)
+    ]
+    state = checkpoint.read_state_dict(init, ("encoder.",))
+    old_head = checkpoint.read_state_dict(init, ("ctc_head.",))
+    state.update({name: tensor[rows] for name, tensor in old_head.items()})
+    network = ParakeetCTC(config)
+    checkpoint.check_and_load(network, state, str(init))
+    return network
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,13 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and not state_path.is_file():
         sys.exit(f"--resume: {state_path} does not exist")
 
+    config = initial_config(args)
+    retokenize = args.init is not None and config.vocab_size != checkpoint.read_configs(args.init)[0].vocab_size
     tokenizer_path = args.out / "tokenizer.json"
-    if args.init and not tokenizer_path.is_file():
+    if args.init and not retokenize and not tokenizer_path.is_file():
         shutil.copyfile(args.init / checkpoint.TOKENIZER_FILE, tokenizer_path)
     elif not tokenizer_path.is_file():
         texts = pq.read_table(args.data / "train.parquet", columns=["text"]).column("text").to_pylist()
-        train_tokenizer(texts, args.vocab_size).save(str(tokenizer_path))
-    config = initial_config(args)
+        train_tokenizer(texts, config.vocab_size).save(str(tokenizer_path))
     tokenizer = Tokenizer.from_file(tokenizer_path, blank_id=config.blank_id)
     feature_config = FeatureConfig()
     extractor = LogMelFeatures(feature_config)
@@ -199,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
 
     device = torch.device(args.device)
-    network = (checkpoint.read_network(args.init, config) if args.init else ParakeetCTC(config)).to(device).train()
+    if retokenize:
+        network = retokenized_network(args.init, config, tokenizer)
+    else:
+        network = checkpoint.read_network(args.init, config) if args.init else ParakeetCTC(config)
+    network = network.to(device).train()
     print(f"{sum(p.numel() for p in network.parameters()) / 1e6:.2f} M parameters", file=sys.stderr)
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-3, betas=(0.9, 0.98))
     rng, generator = random.Random(args.seed), torch.Generator().manual_seed(args.seed)

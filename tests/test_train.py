@@ -64,6 +64,28 @@ def test_init_fine_tunes_a_trained_model_scored_on_several_dev_splits(corpus: Pa
         torch.testing.assert_close(tuned_weights[name], weight, atol=1e-5, rtol=0)
 
 
+def test_init_with_another_vocab_size_keeps_the_encoder_under_a_new_tokenizer(corpus: Path, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    assert train.main(["--data", str(corpus), "--out", str(base), "--epochs", "1", *TINY]) == 0
+    tuned = tmp_path / "tuned"
+    schedule = ["--max-frames", "1200", "--eval-every", "3", "--warmup", "2", "--epochs", "1", "--lr", "1e-9"]
+    assert train.main(["--data", str(corpus), "--out", str(tuned), "--init", str(base / "model"),
+                       "--vocab-size", "49", *schedule]) == 0
+
+    before, after = load_model(base / "model"), load_model(tuned / "model")
+    assert after.config.vocab_size == 49 and after.tokenizer.vocab_size == 49 and after.tokenizer.blank_id == 48
+    old_weights, new_weights = dict(before.network.named_parameters()), dict(after.network.named_parameters())
+    for name, weight in new_weights.items():
+        if name.startswith("encoder."):
+            torch.testing.assert_close(weight, old_weights[name], atol=1e-5, rtol=0)
+    # each new piece's head row began as the old head's row for the first old piece that spells it
+    rows = [before.tokenizer.first_piece(after.tokenizer.piece(i)) for i in range(48)] + [before.tokenizer.blank_id]
+    word_starts = [i for i in range(1, 48) if after.tokenizer.starts_word(i)]
+    assert word_starts and all(before.tokenizer.starts_word(rows[i]) for i in word_starts)
+    for name in ("ctc_head.weight", "ctc_head.bias"):
+        torch.testing.assert_close(new_weights[name], old_weights[name][rows], atol=1e-5, rtol=0)
+
+
 def test_resume_needs_a_state(corpus: Path, tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="--resume: .*last.pt does not exist"):
         train.main(["--data", str(corpus), "--out", str(tmp_path / "empty"), "--resume", *TINY])
