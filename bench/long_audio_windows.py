@@ -5,8 +5,9 @@
 
 Unseen sentences in seen voices (pipeline.synthesize.unseen_speech, the set of tests/test_default_model.py), put
 back to back with 0.25 s pauses, go through the stages as the Serve app runs them: windows of WINDOW seconds that
-overlap by CONTEXT seconds on each side. Prints the WER and CER of the sentences decoded one at a time, of the whole
-recording in one pass (no seams) and of each windowing, as a markdown table (for the model card).
+overlap by CONTEXT seconds on each side. Prints the WER and CER of the sentences decoded one at a time (all of them,
+then those of each synthesiser's voices), of the whole recording in one pass (no seams) and of each windowing, as a
+markdown table (for the model card).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 from model import SAMPLE_RATE, load_model  # noqa: E402
 from pipeline.metrics import char_error_rate, word_error_rate  # noqa: E402
 from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
-from pipeline.synthesize import back_to_back, unseen_speech  # noqa: E402
+from pipeline.synthesize import back_to_back, unseen_speech, unseen_speech_voices  # noqa: E402
 
 PAUSE_SECONDS = 0.25
 
@@ -61,13 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     for count in args.sentences:
         reference = " ".join(sentences[:count])
         audio = back_to_back(clips[:count], PAUSE_SECONDS)
-        per_clip = " ".join(t.text for t in model.transcribe(clips[:count]))
-        rows = [("one sentence at a time", per_clip), ("whole recording in one pass", model.transcribe([audio])[0].text)]
-        rows += [(f"{window:g} s windows, {context:g} s context", windowed_text(args.model, hop, audio, window, context))
-                 for window, context in args.windows]
-        for name, text in rows:
-            print(f"| {count} | {len(audio) / SAMPLE_RATE:.0f} | {name} | {word_error_rate([reference], [text]):.1%} "
-                  f"| {char_error_rate([reference], [text]):.1%} | {len(text.split())} |")
+        per_clip = [t.text for t in model.transcribe(clips[:count])]
+        rows = [("one sentence at a time", reference, " ".join(per_clip))]
+        engines = [voice.engine for voice in unseen_speech_voices(count)]
+        for engine in sorted(set(engines)):
+            mine = [i for i, other in enumerate(engines) if other == engine]
+            rows.append((f"one sentence at a time, {engine} voices only", " ".join(sentences[i] for i in mine),
+                         " ".join(per_clip[i] for i in mine)))
+        rows.append(("whole recording in one pass", reference, model.transcribe([audio])[0].text))
+        rows += [(f"{window:g} s windows, {context:g} s context", reference,
+                  windowed_text(args.model, hop, audio, window, context)) for window, context in args.windows]
+        for name, truth, text in rows:
+            print(f"| {count} | {len(audio) / SAMPLE_RATE:.0f} | {name} | {word_error_rate([truth], [text]):.1%} "
+                  f"| {char_error_rate([truth], [text]):.1%} | {len(text.split())} |")
     return 0
 
 

@@ -115,7 +115,12 @@ def unseen_speech(count: int = 36, seed: int = 2026) -> tuple[list[str], list[np
     the embedded model's test of issue 3 and the figures of its model card."""
     training_text = set(sentence_pool(sum(DEFAULT_SPLITS.values()), DEFAULT_SEED))
     sentences = sentence_pool(count, seed=seed, exclude=training_text)
-    return sentences, [synthesize(text, SEEN_VOICES[i % len(SEEN_VOICES)]) for i, text in enumerate(sentences)]
+    return sentences, [synthesize(text, voice) for text, voice in zip(sentences, unseen_speech_voices(count))]
+
+
+def unseen_speech_voices(count: int) -> list[Voice]:
+    """The voice of each of unseen_speech's sentences."""
+    return [SEEN_VOICES[i % len(SEEN_VOICES)] for i in range(count)]
 
 
 def back_to_back(clips: list[np.ndarray], pause_seconds: float) -> np.ndarray:

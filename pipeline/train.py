@@ -24,6 +24,7 @@ import torch
 
 from model import CTCConfig, EncoderConfig, FeatureConfig, Parakeet, ParakeetCTC
 from model import checkpoint
+from model.config import ModelConfig
 from model.decoding import greedy_ctc
 from model.features import LogMelFeatures, pad_waveforms
 from model.tokenizer import Tokenizer
@@ -151,10 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def initial_config(args: argparse.Namespace) -> CTCConfig:
-    """The architecture from the options, or from the --init model's config.json with the recipe's dropout (and
-    the --vocab-size, if one is given)."""
-    if args.init is None:
+def initial_config(args: argparse.Namespace, init_config: ModelConfig | None) -> CTCConfig:
+    """The architecture from the options, or from the --init model's config with the recipe's dropout (and the
+    --vocab-size, if one is given)."""
+    if init_config is None:
         vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
         return CTCConfig(
             vocab_size=vocab_size,
@@ -171,20 +172,18 @@ def initial_config(args: argparse.Namespace) -> CTCConfig:
                 attention_dropout=args.dropout,
             ),
         )
-    config, _ = checkpoint.read_configs(args.init)
-    if not isinstance(config, CTCConfig):
-        sys.exit(f"--init: {args.init} holds a {type(config).__name__} model; the recipe trains CTC models")
-    encoder = replace(config.encoder_config, dropout=args.dropout, activation_dropout=args.dropout,
+    if not isinstance(init_config, CTCConfig):
+        sys.exit(f"--init: {args.init} holds a {type(init_config).__name__} model; the recipe trains CTC models")
+    encoder = replace(init_config.encoder_config, dropout=args.dropout, activation_dropout=args.dropout,
                       attention_dropout=args.dropout)
-    vocab_size = args.vocab_size or config.vocab_size
-    return replace(config, encoder_config=encoder, vocab_size=vocab_size, pad_token_id=vocab_size - 1)
+    vocab_size = args.vocab_size or init_config.vocab_size
+    return replace(init_config, encoder_config=encoder, vocab_size=vocab_size, pad_token_id=vocab_size - 1)
 
 
-def retokenized_network(init: Path, config: CTCConfig, tokenizer: Tokenizer) -> ParakeetCTC:
+def retokenized_network(init: Path, old_config: CTCConfig, config: CTCConfig, tokenizer: Tokenizer) -> ParakeetCTC:
     """The --init model's encoder under a CTC head for a new tokenizer. Each new piece's row of the head starts as
     the old head's row for the first old piece of the new piece's text (the blank's as the old blank's), so the
     network begins by emitting the new pieces where it emitted their beginnings, rather than from nothing."""
-    old_config, _ = checkpoint.read_configs(init)
     old_tokenizer = Tokenizer.from_file(init / checkpoint.TOKENIZER_FILE, blank_id=old_config.blank_id)
     rows = [
         old_config.blank_id if new_id == config.blank_id else old_tokenizer.first_piece(tokenizer.piece(new_id))
@@ -199,15 +198,19 @@ def retokenized_network(init: Path, config: CTCConfig, tokenizer: Tokenizer) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.vocab_size is not None and args.vocab_size < 2:
+        parser.error(f"--vocab-size {args.vocab_size}: a tokenizer needs at least one piece besides the blank")
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     state_path = args.out / "last.pt"
     if args.resume and not state_path.is_file():
         sys.exit(f"--resume: {state_path} does not exist")
 
-    config = initial_config(args)
-    retokenize = args.init is not None and config.vocab_size != checkpoint.read_configs(args.init)[0].vocab_size
+    init_config = checkpoint.read_configs(args.init)[0] if args.init else None
+    config = initial_config(args, init_config)
+    retokenize = init_config is not None and config.vocab_size != init_config.vocab_size
     tokenizer_path = args.out / "tokenizer.json"
     if args.init and not retokenize and not tokenizer_path.is_file():
         shutil.copyfile(args.init / checkpoint.TOKENIZER_FILE, tokenizer_path)
@@ -215,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         texts = pq.read_table(args.data / "train.parquet", columns=["text"]).column("text").to_pylist()
         train_tokenizer(texts, config.vocab_size).save(str(tokenizer_path))
     tokenizer = Tokenizer.from_file(tokenizer_path, blank_id=config.blank_id)
+    if tokenizer.vocab_size != config.vocab_size:
+        sys.exit(f"{tokenizer_path} has {tokenizer.vocab_size} ids but the model {config.vocab_size}: resume with the "
+                 f"run's own --vocab-size")
     feature_config = FeatureConfig()
     extractor = LogMelFeatures(feature_config)
     started = time.time()
@@ -226,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device(args.device)
     if retokenize:
-        network = retokenized_network(args.init, config, tokenizer)
+        network = retokenized_network(args.init, init_config, config, tokenizer)
     else:
         network = checkpoint.read_network(args.init, config) if args.init else ParakeetCTC(config)
     network = network.to(device).train()
