@@ -7,6 +7,9 @@ in a voice never used for training) and dev_passages.parquet (the dev sentences 
 single sentences, train.parquet holds passages: 2-8 training sentences read in one go with pauses between them
 (7-30 s), so that the model also learns audio as long as the encoder's windows. Columns: id, audio (16 kHz mono
 FLAC bytes), text, voice, duration.
+
+Each utterance draws its voice from all the split's voices alike (`--draw voices`: espeak-ng has 49 voices, flite
+4, so 1 utterance in 13 is flite), or the engine first and then one of its voices (`--draw engines`: half flite).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "e
 ESPEAK_VARIANTS = ("", "+m3", "+m7", "+f2", "+f4", "+klatt", "+croak")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 DEFAULT_HOLDOUT = "flite:slt"
+VOICE_DRAWS = ("voices", "engines")  # how an utterance picks its voice: see the module's docstring
 # The recipe of the shipped model: sentence_pool(sum of these, DEFAULT_SEED), split in this order.
 DEFAULT_SPLITS = {"train": 24000, "dev": 400, "test": 400}
 DEFAULT_SEED = 0
@@ -138,11 +142,22 @@ def passages(sentences: list[str], count: int, seed: int) -> list[tuple[str, ...
     return [tuple(rng.sample(sentences, rng.randint(*PASSAGE_SENTENCES))) for _ in range(count)]
 
 
-def _utterance(job: tuple[str, Utterance, list[Voice], int, int, bool]) -> dict:
+def draw_voice(voices: list[Voice], draw: str, rng: np.random.Generator) -> Voice:
+    """One of `voices`: any alike (draw "voices"), or one of a uniformly drawn engine's (draw "engines")."""
+    if draw == "engines":
+        engines = sorted({voice.engine for voice in voices})
+        engine = engines[rng.integers(len(engines))]
+        voices = [voice for voice in voices if voice.engine == engine]
+    elif draw != "voices":
+        raise ValueError(f"unknown voice draw {draw!r}: one of {', '.join(VOICE_DRAWS)}")
+    return voices[rng.integers(len(voices))]
+
+
+def _utterance(job: tuple[str, Utterance, list[Voice], str, int, int, bool]) -> dict:
     """One row; its randomness comes from (seed, index) alone, so any worker count gives the same corpus."""
-    utterance_id, utterance, voices, seed, index, augmented = job
+    utterance_id, utterance, voices, draw, seed, index, augmented = job
     rng = np.random.default_rng([seed, index])
-    voice = voices[rng.integers(len(voices))]
+    voice = draw_voice(voices, draw, rng)
     speed, pitch = rng.uniform(0.8, 1.15), int(rng.integers(30, 71))
     sentences = (utterance,) if isinstance(utterance, str) else utterance
     parts = []
@@ -158,10 +173,11 @@ def _utterance(job: tuple[str, Utterance, list[Voice], int, int, bool]) -> dict:
 
 
 def write_corpus(
-    path: Path, name: str, utterances: list[Utterance], voices: list[Voice], seed: int, augmented: bool, workers: int = 2
+    path: Path, name: str, utterances: list[Utterance], voices: list[Voice], seed: int, augmented: bool,
+    workers: int = 2, draw: str = "voices",
 ) -> None:
     """Synthesise `utterances` into one parquet file, printing progress to stderr."""
-    jobs = [(f"{name}-{i:06d}", utterance, voices, seed, i, augmented) for i, utterance in enumerate(utterances)]
+    jobs = [(f"{name}-{i:06d}", utterance, voices, draw, seed, i, augmented) for i, utterance in enumerate(utterances)]
     rows, started = [], time.time()
     with Pool(workers) as pool:
         for rows_done, row in enumerate(pool.imap(_utterance, jobs, chunksize=8), start=1):
@@ -183,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--holdout-voice", default=DEFAULT_HOLDOUT, help="engine:name of the voice kept out of training")
+    parser.add_argument("--draw", choices=VOICE_DRAWS, default="voices",
+                        help="each utterance's voice: any of all alike, or an engine first and then one of its voices")
     args = parser.parse_args(argv)
 
     voices = available_voices()
@@ -201,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for offset, (name, (sentences, split_voices, augmented)) in enumerate(splits.items()):
-        write_corpus(args.out / f"{name}.parquet", name, sentences, split_voices, args.seed + offset, augmented, args.workers)
+        write_corpus(args.out / f"{name}.parquet", name, sentences, split_voices, args.seed + offset, augmented,
+                     args.workers, args.draw)
     return 0
 
 

@@ -16,6 +16,7 @@ from pipeline.synthesize import (
     Voice,
     augment,
     available_voices,
+    draw_voice,
     passages,
     synthesize,
     write_corpus,
@@ -71,6 +72,18 @@ def test_augmentation_keeps_speech_in_range() -> None:
         out = augment(audio, np.random.default_rng(seed))
         assert 0.88 * len(audio) < len(out) < 1.12 * len(audio) + 0.6 * 16000
         assert np.isfinite(out).all() and np.abs(out).max() <= 1.0
+
+
+def test_voice_draws_share_utterances_by_voice_or_by_engine() -> None:
+    voices = [Voice("espeak-ng", f"en-us+{n}") for n in range(9)] + [Voice("flite", "kal")]
+    draws = {draw: [draw_voice(voices, draw, np.random.default_rng([5, i])) for i in range(2000)]
+             for draw in ("voices", "engines")}
+    flite_share = {draw: sum(v.engine == "flite" for v in drawn) / 2000 for draw, drawn in draws.items()}
+    assert flite_share["voices"] == pytest.approx(0.1, abs=0.02)
+    assert flite_share["engines"] == pytest.approx(0.5, abs=0.03)
+    assert set(draws["engines"]) == set(voices)
+    with pytest.raises(ValueError, match="unknown voice draw 'speakers'"):
+        draw_voice(voices, "speakers", np.random.default_rng(0))
 
 
 def test_corpus_parquet_is_decodable_and_independent_of_workers(tmp_path) -> None:
