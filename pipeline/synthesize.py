@@ -112,9 +112,10 @@ def encode_flac(audio: np.ndarray) -> bytes:
 # Voices the default corpus trains on (it holds out DEFAULT_HOLDOUT), for speech of unseen sentences in seen voices.
 SEEN_VOICES = (Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2"), Voice("espeak-ng", "en-029+m3"),
                Voice("flite", "kal16"), Voice("flite", "awb"), Voice("flite", "rms"))
+UNSEEN_SEED = 2026  # the sentence pool's seed for unseen_speech (the tests' sentences)
 
 
-def unseen_speech(count: int = 36, seed: int = 2026) -> tuple[list[str], list[np.ndarray]]:
+def unseen_speech(count: int = 36, seed: int = UNSEEN_SEED) -> tuple[list[str], list[np.ndarray]]:
     """`count` sentences the default corpus never contained, spoken in turn by the SEEN_VOICES (16 kHz float32):
     the embedded model's test of issue 3 and the figures of its model card."""
     training_text = set(sentence_pool(sum(DEFAULT_SPLITS.values()), DEFAULT_SEED))
