@@ -5,11 +5,10 @@
     python bench/long_audio_windows.py --sentences 240 --windows 12:2 --seed 7   # other unseen sentences
 
 Unseen sentences in seen voices (pipeline.synthesize.unseen_speech; with the default seed the set of
-tests/test_default_model.py), put
-back to back with 0.25 s pauses, go through the stages as the Serve app runs them: windows of WINDOW seconds that
-overlap by CONTEXT seconds on each side. Prints the WER and CER of the sentences decoded one at a time (all of them,
-then those of each synthesiser's voices), of the whole recording in one pass (no seams) and of each windowing, as a
-markdown table (for the model card).
+tests/test_default_model.py), put back to back with 0.25 s pauses, go through the stages as the Serve app runs them:
+windows of WINDOW seconds that overlap by CONTEXT seconds on each side. Prints the WER and CER of the sentences
+decoded one at a time (all of them, then those of each synthesiser's voices), of the whole recording in one pass (no
+seams; left out when longer than the model can take) and of each windowing, as a markdown table (for the model card).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Synthesised English speech corpora (espeak-ng and flite voices), written as parquet for training and tests.
 
     python -m pipeline.synthesize --out data/corpus            # 51 h of speech, 3.5 GB: 20-45 minutes on 2 cores
+    python -m pipeline.synthesize --out data/corpus_engines --draw engines   # the same sentences, half in flite
 
 writes train/dev/test.parquet (disjoint sentences, training voices), holdout_voice.parquet (the test sentences
 in a voice never used for training) and dev_passages.parquet (the dev sentences read several at a time). Besides
