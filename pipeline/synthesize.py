@@ -6,7 +6,7 @@
 writes train/dev/test.parquet (disjoint sentences, training voices), holdout_voice.parquet (the test sentences
 in a voice never used for training) and dev_passages.parquet (the dev sentences read several at a time). Besides
 single sentences, train.parquet holds passages: 2-8 training sentences read in one go with pauses between them
-(7-30 s), so that the model also learns audio as long as the encoder's windows. Columns: id, audio (16 kHz mono
+(4-45 s), so that the model also learns audio as long as the encoder's windows. Columns: id, audio (16 kHz mono
 FLAC bytes), text, voice, duration.
 
 Each utterance draws its voice from all the split's voices alike (`--draw voices`: espeak-ng has 49 voices, flite
