@@ -5,7 +5,8 @@
     python -m pipeline.train --data data/corpus2 --out runs/tuned --init model/default --lr 5e-4  # fine-tune a model
 
 Writes runs/NAME/last.pt (resumable state) and runs/NAME/model/ (best dev WER, Hugging Face layout). With several
---dev splits (say `--dev dev dev_passages`), the best model is the one with the lowest mean of their WERs.
+--dev splits (say `--dev dev dev_passages`), the best model is the one with the lowest mean of their WERs. With
+--keep-evaluations, every evaluation's model is kept too, as runs/NAME/step-STEP/, for `python -m pipeline.average`.
 """
 
 from __future__ import annotations
@@ -136,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--eval-every", type=int, default=1000)
+    parser.add_argument("--keep-evaluations", action="store_true",
+                        help="also save the model of every evaluation, as OUT/step-STEP/ (for python -m "
+                             "pipeline.average)")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="tokenizer size including the blank (default 257; with --init, a size other than the "
                              "model's trains a new tokenizer and a new CTC head on the model's encoder)")
@@ -279,10 +283,12 @@ def main(argv: list[str] | None = None) -> int:
             if step % args.eval_every == 0 or step == total_steps:
                 scores = {name: evaluate(network, split, tokenizer, args.max_frames) for name, split in dev.items()}
                 wer = sum(split_wer for split_wer, _ in scores.values()) / len(scores)
-                if wer < best_wer:
-                    best_wer = wer
-                    Parakeet(config, feature_config, network, tokenizer).save_pretrained(args.out / "model")
-                    network.train()
+                saves = ([args.out / "model"] if wer < best_wer else []) + (
+                    [args.out / f"step-{step}"] if args.keep_evaluations else [])
+                best_wer = min(best_wer, wer)
+                for directory in saves:
+                    Parakeet(config, feature_config, network, tokenizer).save_pretrained(directory)
+                network.train()
                 report = ", ".join(f"{name} WER {w:.2%} CER {c:.2%}" for name, (w, c) in scores.items())
                 print(f"\nstep {step}: {report} (best {best_wer:.2%})", file=sys.stderr)
                 torch.save(

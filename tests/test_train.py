@@ -1,4 +1,4 @@
-"""The training recipe end to end on a tiny corpus: a run, a resumed run, and the checkpoint it writes."""
+"""The training recipe end to end on a tiny corpus: a run, a resumed run, the checkpoints it writes, their average."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model import load_model
-from pipeline import train
+from pipeline import average, train
 from pipeline.sentences import sentence_pool
 from pipeline.synthesize import Voice, write_corpus
 
@@ -84,6 +84,21 @@ def test_init_with_another_vocab_size_keeps_the_encoder_under_a_new_tokenizer(co
     assert word_starts and all(before.tokenizer.starts_word(rows[i]) for i in word_starts)
     for name in ("ctc_head.weight", "ctc_head.bias"):
         torch.testing.assert_close(new_weights[name], old_weights[name][rows], atol=1e-5, rtol=0)
+
+
+def test_kept_evaluations_average_into_one_model(corpus: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert train.main(["--data", str(corpus), "--out", str(out), "--epochs", "2", "--keep-evaluations", *TINY]) == 0
+    last_step = torch.load(out / "last.pt", weights_only=False)["step"]
+    evaluated = sorted({*range(3, last_step + 1, 3), last_step})  # every --eval-every 3 steps, and the last
+    kept = sorted(out.glob("step-*"), key=lambda directory: int(directory.name.removeprefix("step-")))
+    assert [directory.name for directory in kept] == [f"step-{step}" for step in evaluated]
+
+    assert average.main([*(str(directory) for directory in kept[-2:]), "--out", str(tmp_path / "averaged")]) == 0
+    states = [load_model(directory).network.state_dict() for directory in kept[-2:]]
+    averaged = load_model(tmp_path / "averaged").network.state_dict()
+    head = "ctc_head.weight"
+    torch.testing.assert_close(averaged[head], (states[0][head] + states[1][head]) / 2)
 
 
 def test_resume_needs_a_state(corpus: Path, tmp_path: Path) -> None:
