@@ -3,12 +3,14 @@
     python bench/long_audio_windows.py                                # embedded model, 10 and 16 sentences
     python bench/long_audio_windows.py --model DIR --windows 30:2 12:2 6:1
     python bench/long_audio_windows.py --sentences 240 --windows 12:2 --seed 7   # other unseen sentences
+    python bench/long_audio_windows.py --sentences 16 --voice flite:awb       # every sentence in one voice
 
 Unseen sentences in seen voices (pipeline.synthesize.unseen_speech; with the default seed the set of
-tests/test_default_model.py), put back to back with 0.25 s pauses, go through the stages as the Serve app runs them:
-windows of WINDOW seconds that overlap by CONTEXT seconds on each side. Prints the WER and CER of the sentences
-decoded one at a time (all of them, then those of each synthesiser's voices), of the whole recording in one pass (no
-seams; left out when longer than the model can take) and of each windowing, as a markdown table (for the model card).
+tests/test_default_model.py; the six voices in turn unless --voice names one), put back to back with 0.25 s pauses,
+go through the stages as the Serve app runs them: windows of WINDOW seconds that overlap by CONTEXT seconds on each
+side. Prints the WER and CER of the sentences decoded one at a time (all of them, then those of each synthesiser's
+voices), of the whole recording in one pass (no seams; left out when longer than the model can take) and of each
+windowing, as a markdown table (for the model card).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 from model import SAMPLE_RATE, AudioError, load_model  # noqa: E402
 from pipeline.metrics import char_error_rate, word_error_rate  # noqa: E402
 from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
-from pipeline.synthesize import UNSEEN_SEED, back_to_back, unseen_speech, unseen_speech_voices  # noqa: E402
+from pipeline.synthesize import (UNSEEN_SEED, available_voices, back_to_back, unseen_speech,  # noqa: E402
+                                 unseen_speech_voices)
 
 PAUSE_SECONDS = 0.25
 
@@ -55,8 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--windows", nargs="+", type=window_setting, default=[(12, 2), (6, 1), (30, 2)],
                         metavar="WINDOW:CONTEXT", help="window and context seconds")
     parser.add_argument("--seed", type=int, default=UNSEEN_SEED, help="seed of the unseen sentences (default: the tests')")
+    parser.add_argument("--voice", default=None, metavar="ENGINE:NAME",
+                        help="read every sentence in this voice (default: the six seen voices in turn)")
     args = parser.parse_args(argv)
-    sentences, clips = unseen_speech(max(args.sentences), args.seed)
+    voice = None
+    if args.voice is not None:
+        voices = {str(installed): installed for installed in available_voices()}
+        if args.voice not in voices:
+            parser.error(f"--voice {args.voice} is not installed; choose from {', '.join(voices)}")
+        voice = voices[args.voice]
+    sentences, clips = unseen_speech(max(args.sentences), args.seed, voice)
     model = load_model(args.model)
     hop = model.feature_config.hop_length
     print("| sentences | audio s | decoding | WER | CER | words |")
@@ -66,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         audio = back_to_back(clips[:count], PAUSE_SECONDS)
         per_clip = [t.text for t in model.transcribe(clips[:count])]
         rows = [("one sentence at a time", reference, " ".join(per_clip))]
-        engines = [voice.engine for voice in unseen_speech_voices(count)]
-        for engine in sorted(set(engines)):
+        engines = [speaker.engine for speaker in unseen_speech_voices(count, voice)]
+        for engine in sorted(set(engines)) if len(set(engines)) > 1 else []:
             mine = [i for i, other in enumerate(engines) if other == engine]
             rows.append((f"one sentence at a time, {engine} voices only", " ".join(sentences[i] for i in mine),
                          " ".join(per_clip[i] for i in mine)))

@@ -2,15 +2,18 @@
 
     python -m pipeline.synthesize --out data/corpus            # 51 h of speech, 3.5 GB: 20-45 minutes on 2 cores
     python -m pipeline.synthesize --out data/corpus_engines --draw engines   # the same sentences, half in flite
+    python -m pipeline.synthesize --out data/corpus_turns --draw engines --voice-changes 0.5   # conversations too
 
 writes train/dev/test.parquet (disjoint sentences, training voices), holdout_voice.parquet (the test sentences
 in a voice never used for training) and dev_passages.parquet (the dev sentences read several at a time). Besides
 single sentences, train.parquet holds passages: 2-8 training sentences read in one go with pauses between them
 (4-45 s), so that the model also learns audio as long as the encoder's windows. Columns: id, audio (16 kHz mono
-FLAC bytes), text, voice, duration.
+FLAC bytes), text, voice (`engine:name`; for a passage read in turns, its voices joined by " / "), duration.
 
 Each utterance draws its voice from all the split's voices alike (`--draw voices`: espeak-ng has 49 voices, flite
 4, so 1 utterance in 13 is flite), or the engine first and then one of its voices (`--draw engines`: half flite).
+A passage is read by one voice, or, in a share `--voice-changes` of them, each sentence by a voice of its own, as in
+a conversation (the default corpora have none; models trained on them decode such audio worse than its sentences).
 """
 
 from __future__ import annotations
@@ -116,17 +119,18 @@ SEEN_VOICES = (Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2"), Voic
 UNSEEN_SEED = 2026  # the sentence pool's seed for unseen_speech (the tests' sentences)
 
 
-def unseen_speech(count: int = 36, seed: int = UNSEEN_SEED) -> tuple[list[str], list[np.ndarray]]:
-    """`count` sentences the default corpus never contained, spoken in turn by the SEEN_VOICES (16 kHz float32):
-    the embedded model's test of issue 3 and the figures of its model card."""
+def unseen_speech(count: int = 36, seed: int = UNSEEN_SEED, voice: Voice | None = None,
+                  ) -> tuple[list[str], list[np.ndarray]]:
+    """`count` sentences the default corpus never contained, spoken in turn by the SEEN_VOICES (or all by `voice`),
+    16 kHz float32: the embedded model's test of issue 3 and the figures of its model card."""
     training_text = set(sentence_pool(sum(DEFAULT_SPLITS.values()), DEFAULT_SEED))
     sentences = sentence_pool(count, seed=seed, exclude=training_text)
-    return sentences, [synthesize(text, voice) for text, voice in zip(sentences, unseen_speech_voices(count))]
+    return sentences, [synthesize(text, voice) for text, voice in zip(sentences, unseen_speech_voices(count, voice))]
 
 
-def unseen_speech_voices(count: int) -> list[Voice]:
+def unseen_speech_voices(count: int, voice: Voice | None = None) -> list[Voice]:
     """The voice of each of unseen_speech's sentences."""
-    return [SEEN_VOICES[i % len(SEEN_VOICES)] for i in range(count)]
+    return [voice or SEEN_VOICES[i % len(SEEN_VOICES)] for i in range(count)]
 
 
 def back_to_back(clips: list[np.ndarray], pause_seconds: float) -> np.ndarray:
@@ -155,31 +159,40 @@ def draw_voice(voices: list[Voice], draw: str, rng: np.random.Generator) -> Voic
     return voices[rng.integers(len(voices))]
 
 
-def _utterance(job: tuple[str, Utterance, list[Voice], str, int, int, bool]) -> dict:
-    """One row; its randomness comes from (seed, index) alone, so any worker count gives the same corpus."""
-    utterance_id, utterance, voices, draw, seed, index, augmented = job
+def _utterance(job: tuple[str, Utterance, list[Voice], str, float, int, int, bool]) -> dict:
+    """One row; its randomness comes from (seed, index) alone, so any worker count gives the same corpus.
+
+    A passage is read by one voice, or, with probability `voice_changes`, each of its sentences by a voice (and speed
+    and pitch) drawn anew, as in a conversation; its row's voice then lists the voices in order of first turn."""
+    utterance_id, utterance, voices, draw, voice_changes, seed, index, augmented = job
     rng = np.random.default_rng([seed, index])
     voice = draw_voice(voices, draw, rng)
     speed, pitch = rng.uniform(0.8, 1.15), int(rng.integers(30, 71))
     sentences = (utterance,) if isinstance(utterance, str) else utterance
-    parts = []
+    changes = len(sentences) > 1 and voice_changes > 0 and rng.random() < voice_changes
+    parts, speakers = [], []
     for sentence in sentences:
         if parts:
             parts.append(np.zeros(round(rng.uniform(*PAUSE_SECONDS) * SAMPLE_RATE), np.float32))
+            if changes:
+                voice = draw_voice(voices, draw, rng)
+                speed, pitch = rng.uniform(0.8, 1.15), int(rng.integers(30, 71))
         parts.append(synthesize(sentence, voice, speed=speed, pitch=pitch))
+        speakers.append(str(voice))
     audio = np.concatenate(parts)
     if augmented:
         audio = augment(audio, rng)
-    return {"id": utterance_id, "audio": encode_flac(audio), "text": " ".join(sentences), "voice": str(voice),
-            "duration": len(audio) / SAMPLE_RATE}
+    return {"id": utterance_id, "audio": encode_flac(audio), "text": " ".join(sentences),
+            "voice": " / ".join(dict.fromkeys(speakers)), "duration": len(audio) / SAMPLE_RATE}
 
 
 def write_corpus(
     path: Path, name: str, utterances: list[Utterance], voices: list[Voice], seed: int, augmented: bool,
-    workers: int = 2, draw: str = "voices",
+    workers: int = 2, draw: str = "voices", voice_changes: float = 0.0,
 ) -> None:
     """Synthesise `utterances` into one parquet file, printing progress to stderr."""
-    jobs = [(f"{name}-{i:06d}", utterance, voices, draw, seed, i, augmented) for i, utterance in enumerate(utterances)]
+    jobs = [(f"{name}-{i:06d}", utterance, voices, draw, voice_changes, seed, i, augmented)
+            for i, utterance in enumerate(utterances)]
     rows, started = [], time.time()
     with Pool(workers) as pool:
         for rows_done, row in enumerate(pool.imap(_utterance, jobs, chunksize=8), start=1):
@@ -203,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout-voice", default=DEFAULT_HOLDOUT, help="engine:name of the voice kept out of training")
     parser.add_argument("--draw", choices=VOICE_DRAWS, default="voices",
                         help="each utterance's voice: any of all alike, or an engine first and then one of its voices")
+    parser.add_argument("--voice-changes", type=float, default=0.0, metavar="FRACTION",
+                        help="share of passages whose sentences are each read by a voice drawn anew, as in a "
+                             "conversation (default 0: one voice per passage)")
     args = parser.parse_args(argv)
+    if not 0 <= args.voice_changes <= 1:
+        parser.error(f"--voice-changes must be between 0 and 1, got {args.voice_changes}")
 
     voices = available_voices()
     held_out = [v for v in voices if str(v) == args.holdout_voice]
@@ -222,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for offset, (name, (sentences, split_voices, augmented)) in enumerate(splits.items()):
         write_corpus(args.out / f"{name}.parquet", name, sentences, split_voices, args.seed + offset, augmented,
-                     args.workers, args.draw)
+                     args.workers, args.draw, args.voice_changes)
     return 0
 
 

@@ -114,3 +114,24 @@ def test_passages_are_several_sentences_in_one_voice_with_pauses(tmp_path) -> No
     spoken = sum(len(synthesize(s, voice, speed=1.0)) for s in chosen[0]) / 16000  # at the engine's normal speed
     pauses = (len(chosen[0]) - 1) * np.array(PAUSE_SECONDS)
     assert spoken / 1.15 + pauses[0] <= passage["duration"] <= spoken / 0.8 + pauses[1]
+
+
+def test_voice_changes_give_passages_read_in_turns(tmp_path) -> None:
+    sentences = sentence_pool(30, seed=6)
+    chosen = [p for p in passages(sentences, 12, seed=2) if len(p) >= 4][:3]
+    voices = [Voice("espeak-ng", "en-us"), Voice("flite", "kal")]
+    utterances = [*chosen, sentences[0]]
+    write_corpus(tmp_path / "one.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1)
+    write_corpus(tmp_path / "off.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1, voice_changes=0)
+    write_corpus(tmp_path / "turns.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1,
+                 voice_changes=1)
+    one, off, turns = (pq.read_table(tmp_path / f"{name}.parquet") for name in ("one", "off", "turns"))
+    assert one.equals(off)  # no voice changes: the corpus of before, byte for byte
+    assert turns.column("text").to_pylist() == one.column("text").to_pylist()
+    assert all(" / " not in voice for voice in one.column("voice").to_pylist())
+    *passage_voices, single_voice = turns.column("voice").to_pylist()
+    # each sentence draws its voice anew (so a passage may still keep one): the voices are listed in order of first turn
+    assert all(set(voice.split(" / ")) <= {"espeak-ng:en-us", "flite:kal"} for voice in passage_voices)
+    assert any(len(voice.split(" / ")) == 2 for voice in passage_voices)
+    assert single_voice in {"espeak-ng:en-us", "flite:kal"}  # a single sentence has no turns
+    assert turns.column("audio").to_pylist()[-1] == one.column("audio").to_pylist()[-1]
