@@ -27,7 +27,7 @@ from model import SAMPLE_RATE, AudioError, load_model  # noqa: E402
 from pipeline.metrics import char_error_rate, word_error_rate  # noqa: E402
 from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
 from pipeline.synthesize import (UNSEEN_SEED, available_voices, back_to_back, unseen_speech,  # noqa: E402
-                                 unseen_speech_voices)
+                                 unseen_speech_voices, voice_named)
 
 PAUSE_SECONDS = 0.25
 
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     voice = None
     if args.voice is not None:
-        voices = {str(installed): installed for installed in available_voices()}
-        if args.voice not in voices:
-            parser.error(f"--voice {args.voice} is not installed; choose from {', '.join(voices)}")
-        voice = voices[args.voice]
+        try:
+            voice = voice_named(args.voice, available_voices())
+        except ValueError as error:
+            parser.error(f"--voice {error}")
     sentences, clips = unseen_speech(max(args.sentences), args.seed, voice)
     model = load_model(args.model)
     hop = model.feature_config.hop_length

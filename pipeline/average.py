@@ -38,9 +38,9 @@ def pieces(model: Parakeet) -> list[str]:
     return [model.tokenizer.piece(token_id) for token_id in range(model.tokenizer.vocab_size)]
 
 
-def check_compatible(models: dict[str, Parakeet]) -> None:
+def check_compatible(models: list[tuple[str, Parakeet]]) -> None:
     """Raise ValueError naming the first model whose architecture, features or tokenizer differ from the first's."""
-    (first_name, first), *others = models.items()
+    (first_name, first), *others = models
     for name, model in others:
         for what, mine, theirs in (
             ("config.json", model.config.to_dict(), first.config.to_dict()),
@@ -52,11 +52,11 @@ def check_compatible(models: dict[str, Parakeet]) -> None:
 
 
 def average_models(directories: list[Path]) -> Parakeet:
-    """The first model with the mean weights of all of them."""
-    models = {str(directory): load_model(directory) for directory in directories}
+    """The first model with the mean weights of all of them (a directory given twice counts twice)."""
+    models = [(str(directory), load_model(directory)) for directory in directories]
     check_compatible(models)
-    averaged = next(iter(models.values()))
-    averaged.network.load_state_dict(average_state([model.network.state_dict() for model in models.values()]))
+    averaged = models[0][1]
+    averaged.network.load_state_dict(average_state([model.network.state_dict() for _, model in models]))
     return averaged
 
 

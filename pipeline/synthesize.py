@@ -148,6 +148,14 @@ def passages(sentences: list[str], count: int, seed: int) -> list[tuple[str, ...
     return [tuple(rng.sample(sentences, rng.randint(*PASSAGE_SENTENCES))) for _ in range(count)]
 
 
+def voice_named(name: str, voices: list[Voice]) -> Voice:
+    """The voice of `voices` written `name` ("engine:name"); ValueError listing them if none is."""
+    for voice in voices:
+        if str(voice) == name:
+            return voice
+    raise ValueError(f"{name} is not installed; choose from {', '.join(map(str, voices))}")
+
+
 def draw_voice(voices: list[Voice], draw: str, rng: np.random.Generator) -> Voice:
     """One of `voices`: any alike (draw "voices"), or one of a uniformly drawn engine's (draw "engines")."""
     if draw == "engines":
@@ -224,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--voice-changes must be between 0 and 1, got {args.voice_changes}")
 
     voices = available_voices()
-    held_out = [v for v in voices if str(v) == args.holdout_voice]
-    if not held_out:
-        parser.error(f"--holdout-voice {args.holdout_voice} is not installed; choose from {', '.join(map(str, voices))}")
+    try:
+        held_out = [voice_named(args.holdout_voice, voices)]
+    except ValueError as error:
+        parser.error(f"--holdout-voice {error}")
     seen = [v for v in voices if v not in held_out]
     pool = sentence_pool(args.train + args.dev + args.test, args.seed)
     train, dev, test = pool[: args.train], pool[args.train : args.train + args.dev], pool[args.train + args.dev :]
