@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sentences", type=int, nargs="+", default=[10, 16], help="sentences per recording")
     parser.add_argument("--windows", nargs="+", type=window_setting, default=[(12, 2), (6, 1), (30, 2)],
                         metavar="WINDOW:CONTEXT", help="window and context seconds")
-    parser.add_argument("--seed", type=int, default=UNSEEN_SEED, help="seed of the unseen sentences (default: the tests')")
+    parser.add_argument("--seed", type=int, default=UNSEEN_SEED,
+                        help="seed of the unseen sentences (default: the tests')")
     parser.add_argument("--voice", default=None, metavar="ENGINE:NAME",
                         help="read every sentence in this voice (default: the six seen voices in turn)")
     args = parser.parse_args(argv)
