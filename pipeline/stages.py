@@ -7,7 +7,8 @@
                           loop: prediction network + joint, batched over all windows it is given)
 
 Audio longer than the largest bucket is cut into overlapping windows, each encoded on its own; a window commits
-only the tokens that start inside its middle part, so every token is kept exactly once.
+only the tokens that start inside its middle part, aligned at its seam with those kept before (pipeline.seams), so
+every token is kept exactly once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from model.decoding import TokenSpan, Transcript, greedy_transducer, token_spans
 from model.features import LogMelFeatures, pad_waveforms
 from model.heads import Network, ParakeetCTC, TransducerDecoder
 from model.tokenizer import Tokenizer
+from pipeline.seams import SEAM_REACH_SECONDS, SEAM_TOLERANCE_SECONDS, tokens_to_keep
 
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcribed as "" without the model
@@ -70,7 +72,8 @@ class Buckets:
 class Window:
     """Where one encoded window sits in its utterance, in encoder frames from the start of the audio.
 
-    The window keeps the tokens whose first frame lies in [keep_start, keep_end).
+    The window keeps the tokens whose first frame lies in [keep_start, keep_end), give or take the tokens that moved
+    across its seam (pipeline.seams).
     """
 
     offset: int
@@ -268,9 +271,19 @@ class Decoder:
         windows = [window for utterance_windows, _, _ in utterances for window in utterance_windows]
         outputs = [output for _, utterance_outputs, _ in utterances for output in utterance_outputs]
         spans = iter(self._spans(outputs, [window.offset for window in windows]))
-        return [self.transcript([span for window in utterance_windows for span in next(spans) if window.keeps(span)],
-                                duration)
-                for utterance_windows, _, duration in utterances]
+        transcripts = []
+        for utterance_windows, _, duration in utterances:
+            kept: list[TokenSpan] = []
+            for window in utterance_windows:
+                kept += self.join(kept, window, next(spans))
+            transcripts.append(self.transcript(kept, duration))
+        return transcripts
+
+    def join(self, kept: list[TokenSpan], window: Window, spans: list[TokenSpan]) -> list[TokenSpan]:
+        """Of one window's tokens, those that follow `kept`, the tokens kept from the windows before it: its own
+        part's, aligned at its seam (pipeline.seams) so that none is doubled or dropped there."""
+        return tokens_to_keep(kept, spans, window, round(SEAM_REACH_SECONDS / self.frame_seconds),
+                              round(SEAM_TOLERANCE_SECONDS / self.frame_seconds), 0 if self.transducer else 1)
 
     def spans(self, window: Window, encoded: np.ndarray) -> list[TokenSpan]:
         """Every token of one window, its frames counted from the start of the audio."""

@@ -1,8 +1,9 @@
 """Streaming transcription with an offline (full-context) model, by buffered inference.
 
 Each step encodes a window of left context + new chunk(s) + look-ahead and commits only the tokens that start in
-the new chunks: the keep rule of the long-audio windows in pipeline.stages, so every token is committed once, by
-the window that saw it with context on both sides. Tokens after the committed part are a partial that may change.
+the new chunks, aligned at the seam with those committed before (pipeline.seams): the rule of the long-audio
+windows in pipeline.stages, so every token is committed once, by a window that saw it with context on both sides.
+Tokens after the committed part are a partial that may change.
 
     Stream     PCM buffer and window planning: feed() audio, next_window(), featurize(), accept() best ids
     Committer  committed tokens -> events: whole words as `final`, the uncommitted tail as `partial`, then `done`
@@ -84,7 +85,7 @@ class Committer:
         """A window's best ids -> a final event for the words it completes (or None), and the partial text: the
         committed tokens not yet final and those after the committed part."""
         spans = self.decoder.spans(window, best_ids)
-        self.committed += [span for span in spans if window.keeps(span)]
+        self.committed += self.decoder.join(self.committed, window, spans)
         if window.keep_end == math.inf:
             final = self._final(len(self.committed))
         else:

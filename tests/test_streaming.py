@@ -75,6 +75,29 @@ def test_seams_keep_every_token_exactly_once(stages, settings: StreamSettings, s
         assert words == [vars(word) for word in expected.words]
 
 
+@pytest.mark.parametrize("settings", [StreamSettings(), StreamSettings(2.4, 1.6, 0.8)])
+def test_tokens_a_window_places_a_frame_off_are_kept_once(stages, settings: StreamSettings) -> None:
+    """An encoder that answers each window with its slice of one best path shifted by -1, 0 or +1 frame (a model
+    places a token a little differently with other context): tokens that move across a seam are neither doubled
+    nor dropped, where keeping each window's own part alone would do both."""
+    featurizer, _, decoder = stages
+    rng = np.random.default_rng(3)
+    frames = 800
+    labels = np.where(rng.random(frames) < 0.4, decoder.tokenizer.blank_id, rng.integers(0, 256, frames))
+    path = np.repeat(labels, rng.integers(1, 5, frames))[:frames].astype(np.int32)
+    blank = [decoder.tokenizer.blank_id]
+    path[:4] = path[-4:] = blank  # no token where a shift would push it out of the audio
+    stream, events, shifts = Stream(featurizer, decoder, settings), [], iter(np.tile([1, -1, 0], frames))
+    for piece in [*pieces(np.full(frames * FRAME, 0.1, np.float32), [FRAME * 10]), None]:
+        stream.end() if piece is None else stream.feed(piece)
+        while (window := stream.next_window()) is not None:
+            ids = path[window.window.offset : window.window.offset + math.ceil(len(window.audio) / FRAME)]
+            shift = next(shifts)
+            shifted = {1: np.concatenate([blank, ids[:-1]]), -1: np.concatenate([ids[1:], blank]), 0: ids}[shift]
+            events += stream.accept(window, shifted.astype(np.int32))
+    assert events[-1]["text"] == decoder.transcript(token_spans(path.tolist(), decoder.tokenizer.blank_id), 0.0).text
+
+
 @pytest.mark.parametrize("seconds", [12.5, 20.1, 30.0, 33.5, 37.0, 64.2])
 def test_matching_settings_cut_the_offline_windows(stages, seconds: float) -> None:
     """A stream whose chunk, context and look-ahead equal the long-audio windows' stride and context cuts exactly
