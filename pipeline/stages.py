@@ -275,11 +275,11 @@ class Decoder:
         for utterance_windows, _, duration in utterances:
             kept: list[TokenSpan] = []
             for window in utterance_windows:
-                kept += self.join(kept, window, next(spans))
+                kept += self.join(kept, next(spans), window)
             transcripts.append(self.transcript(kept, duration))
         return transcripts
 
-    def join(self, kept: list[TokenSpan], window: Window, spans: list[TokenSpan]) -> list[TokenSpan]:
+    def join(self, kept: list[TokenSpan], spans: list[TokenSpan], window: Window) -> list[TokenSpan]:
         """Of one window's tokens, those that follow `kept`, the tokens kept from the windows before it: its own
         part's, aligned at its seam (pipeline.seams) so that none is doubled or dropped there."""
         return tokens_to_keep(kept, spans, window, round(SEAM_REACH_SECONDS / self.frame_seconds),

@@ -85,7 +85,7 @@ class Committer:
         """A window's best ids -> a final event for the words it completes (or None), and the partial text: the
         committed tokens not yet final and those after the committed part."""
         spans = self.decoder.spans(window, best_ids)
-        self.committed += self.decoder.join(self.committed, window, spans)
+        self.committed += self.decoder.join(self.committed, spans, window)
         if window.keep_end == math.inf:
             final = self._final(len(self.committed))
         else:
