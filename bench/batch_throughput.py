@@ -21,17 +21,18 @@ import ray
 import torch
 
 from model import load_model
+from model.stages import Buckets
 from pipeline import batch
-from pipeline.corpus import read_parquet_audio
-from pipeline.sentences import sentence_pool
-from pipeline.synthesize import available_voices, write_corpus
+from recipe.corpus import read_parquet_audio
+from recipe.sentences import sentence_pool
+from recipe.synthesize import available_voices, write_corpus
 
 
 def single_process(path: Path, model_dir: str | None, batch_size: int) -> float:
     """Read, decode and transcribe in one process, as a user's own loop would; returns wall seconds."""
     started = time.perf_counter()
     waveforms, _ = read_parquet_audio(path)
-    load_model(model_dir).transcribe(waveforms, batch_size=batch_size)
+    load_model(model_dir, buckets=Buckets((batch_size,))).transcribe(waveforms)
     return time.perf_counter() - started
 
 

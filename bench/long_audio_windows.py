@@ -5,7 +5,7 @@
     python bench/long_audio_windows.py --sentences 240 --windows 12:2 --seed 7   # other unseen sentences
     python bench/long_audio_windows.py --sentences 16 --voice flite:awb       # every sentence in one voice
 
-Unseen sentences in seen voices (pipeline.synthesize.unseen_speech; with the default seed the set of
+Unseen sentences in seen voices (recipe.synthesize.unseen_speech; with the default seed the set of
 tests/test_default_model.py; the six voices in turn unless --voice names one), put back to back with 0.25 s pauses,
 go through the stages as the Serve app runs them: windows of WINDOW seconds that overlap by CONTEXT seconds on each
 side. Prints the WER and CER of the sentences decoded one at a time (all of them, then those of each synthesiser's
@@ -23,23 +23,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
 
-from model import SAMPLE_RATE, AudioError, load_model  # noqa: E402
-from pipeline.metrics import char_error_rate, word_error_rate  # noqa: E402
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
-from pipeline.synthesize import (UNSEEN_SEED, available_voices, back_to_back, unseen_speech,  # noqa: E402
-                                 unseen_speech_voices, voice_named)
+from model import SAMPLE_RATE, ConfigError, load_model  # noqa: E402
+from model.stages import Buckets  # noqa: E402
+from recipe.metrics import char_error_rate, word_error_rate  # noqa: E402
+from recipe.synthesize import (  # noqa: E402
+    UNSEEN_SEED,
+    available_voices,
+    back_to_back,
+    unseen_speech,
+    unseen_speech_voices,
+    voice_named,
+)
 
 PAUSE_SECONDS = 0.25
 
 
 def windowed_text(model: str | None, hop_length: int, audio: np.ndarray, window_seconds: float,
                   context_seconds: float) -> str:
+    """The transcript of `audio` in windows of `window_seconds` overlapping by `context_seconds` on each side;
+    raises ConfigError when such windows are longer than the model's position table."""
     frames = round(window_seconds * SAMPLE_RATE / hop_length)  # feature frames
-    featurizer = Featurizer.from_pretrained(model, frames, context_seconds)
-    encoder = Encoder.from_pretrained(model, Buckets((1,), (frames,)))
-    decoder = Decoder.from_pretrained(model)
-    featurized = featurizer(audio)
-    return decoder(featurized.windows, encoder(featurized.features), featurized.duration).text
+    windowed = load_model(model, buckets=Buckets((1,), (frames,)), context_seconds=context_seconds)
+    return windowed.transcribe(audio)[0].text
 
 
 def window_setting(text: str) -> tuple[float, float]:
@@ -83,9 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             mine = [i for i, other in enumerate(engines) if other == engine]
             rows.append((f"one sentence at a time, {engine} voices only", " ".join(sentences[i] for i in mine),
                          " ".join(per_clip[i] for i in mine)))
-        try:
-            rows.append(("whole recording in one pass", reference, model.transcribe([audio])[0].text))
-        except AudioError as error:  # longer than the model's position table: windows only
+        try:  # one window as long as the recording
+            rows.append(("whole recording in one pass", reference,
+                         windowed_text(args.model, hop, audio, len(audio) / SAMPLE_RATE + 1, 0)))
+        except ConfigError as error:  # longer than the model's position table: windows only
             print(f"no one-pass row for {count} sentences: {error}", file=sys.stderr)
         rows += [(f"{window:g} s windows, {context:g} s context", reference,
                   windowed_text(args.model, hop, audio, window, context)) for window, context in args.windows]

@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/model_speed.py` from a checkout, as the other benchmarks
 
 from model import SAMPLE_RATE, load_audio  # noqa: E402
+from model.stages import Buckets  # noqa: E402
 
 RUNNERS = ("transformers", "ours", "ours int8", "ours compiled")
 
@@ -68,6 +69,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+ONE_PASS = Buckets((1024,), (40_000,))  # every clip of a call in one batch and one window, as transformers runs them
+
+
 def load_runner(name: str, checkpoint: str, device: torch.device):
     """-> a function from a list of waveforms to their texts."""
     if name == "transformers":
@@ -84,13 +88,13 @@ def load_runner(name: str, checkpoint: str, device: torch.device):
         return run
     from model import load_model
 
-    model = load_model(checkpoint, device, quantize="int8" if name == "ours int8" else None)
+    model = load_model(checkpoint, device, quantize="int8" if name == "ours int8" else None, buckets=ONE_PASS)
     if name == "ours compiled":
         # Regional compilation: every block runs the same code on its own parameters, so one compiled graph (inductor,
         # fixed shapes) serves all of them and compiles in seconds where the whole network takes minutes.
         for block in model.network.encoder.layers:
             block.compile(dynamic=False)
-    return lambda waveforms: [result.text for result in model.transcribe(waveforms, batch_size=len(waveforms))]
+    return lambda waveforms: [result.text for result in model.transcribe(waveforms)]
 
 
 def worker(args: argparse.Namespace) -> None:

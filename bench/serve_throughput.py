@@ -22,8 +22,8 @@ import soundfile
 import torch
 
 from model import load_model
-from pipeline.sentences import sentence_pool
-from pipeline.synthesize import available_voices, synthesize
+from recipe.sentences import sentence_pool
+from recipe.synthesize import available_voices, synthesize
 
 PORT = 8124
 
@@ -62,7 +62,7 @@ def main() -> None:
     model = load_model(args.model)
     model.transcribe(clips[:2])  # warm-up
     started = time.perf_counter()
-    model.transcribe(clips, batch_size=8)
+    model.transcribe(clips)
     batched_wall = time.perf_counter() - started
     latencies = []
     for clip in clips:

@@ -4,7 +4,7 @@ transcript is from the offline one.
     python bench/stream_vs_offline.py                                  # embedded model, 24 sentences
     python bench/stream_vs_offline.py --model DIR --settings 0.8:7.6:1.6 0.8:5.6:3.6 --offline-windows 12:2
 
-Unseen sentences in seen voices (pipeline.synthesize.unseen_speech) back to back with 0.3 s pauses go through the
+Unseen sentences in seen voices (recipe.synthesize.unseen_speech) back to back with 0.3 s pauses go through the
 stages on one thread: offline as the Serve app windows long audio (the default buckets and context), and as a
 stream (pipeline.streaming) fed 0.1 s at a time with each CHUNK:LEFT:LOOKAHEAD setting in seconds, and offline in
 other windows (--offline-windows): how far two offline decodings in different windows already are from each other.
@@ -22,11 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
 
 from bench.long_audio_windows import window_setting, windowed_text  # noqa: E402
-from model import SAMPLE_RATE  # noqa: E402
-from pipeline.metrics import word_error_rate  # noqa: E402
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer  # noqa: E402
+from model import SAMPLE_RATE, load_model  # noqa: E402
 from pipeline.streaming import Stream, StreamSettings, run_stream  # noqa: E402
-from pipeline.synthesize import back_to_back, unseen_speech  # noqa: E402
+from recipe.metrics import word_error_rate  # noqa: E402
+from recipe.synthesize import back_to_back, unseen_speech  # noqa: E402
 
 PAUSE_SECONDS = 0.3
 FEED_SECONDS = 0.1
@@ -57,19 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     audio = back_to_back(clips, PAUSE_SECONDS)
     reference = " ".join(sentences)
 
-    buckets = Buckets()
-    featurizer = Featurizer.from_pretrained(args.model, buckets.max_frames)
-    encoder = Encoder.from_pretrained(args.model, buckets, compile=False)
-    decoder = Decoder.from_pretrained(args.model)
-    featurized = featurizer(audio)
-    offline = decoder(featurized.windows, encoder(featurized.features), featurized.duration).text
+    model = load_model(args.model)
+    featurizer, encoder, decoder = model.pipeline.featurizer, model.pipeline.encoder, model.pipeline.decoder
+    offline = model.transcribe(audio)[0].text
 
     print(f"| {args.sentences} sentences, {len(audio) / SAMPLE_RATE:.0f} s | WER | WER against offline | words |")
     print("|---|---|---|---|")
     print(f"| offline, {featurizer.window_samples / SAMPLE_RATE:g} s windows, "
           f"{featurizer.context_samples / SAMPLE_RATE:g} s context (the Serve app's) | "
           f"{word_error_rate([reference], [offline]):.1%} | - | {len(offline.split())} |")
-    hop_length = featurizer.window_samples // buckets.max_frames
+    hop_length = model.feature_config.hop_length
     for window, context in args.offline_windows:
         text = windowed_text(args.model, hop_length, audio, window, context)
         print(f"| offline, {window:g} s windows, {context:g} s context | {word_error_rate([reference], [text]):.1%} | "

@@ -20,10 +20,10 @@ import time
 import numpy as np
 import torch
 
-from pipeline.sentences import sentence_pool
-from pipeline.stream_client import realtime_url, stream_audio
+from cli.stream import realtime_url, stream_audio
 from pipeline.streaming import StreamSettings
-from pipeline.synthesize import available_voices, synthesize
+from recipe.sentences import sentence_pool
+from recipe.synthesize import available_voices, synthesize
 
 PORT = 8126
 

@@ -1,19 +1,31 @@
-"""The Serve application's options: the `args:` of serve_config.yaml, or `parakeet serve` flags."""
+"""The Serve application's options: the `args:` of serve_config.yaml, or `parakeet serve` flags; and each stage's
+batching, its `user_config`."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 from model import checkpoint
-from pipeline.stages import DEFAULT_CONTEXT_SECONDS, Buckets, default_dtype
+from model.stages import Buckets, default_dtype
+from model.windows import DEFAULT_CONTEXT_SECONDS
+from pipeline.resources import DEVICES
 
-DEVICES = ("auto", "cuda", "cpu")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+Options = TypeVar("Options")
+
+
+def options_from_dict(cls: type[Options], values: dict[str, Any] | None, kind: str) -> Options:
+    """A frozen options dataclass from a config mapping; an unknown key is an error that lists the known ones."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values or {}) - names)
+    if unknown:
+        raise ValueError(f"unknown {kind} {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return cls(**(values or {}))
 
 
 @dataclass(frozen=True)
@@ -24,8 +36,6 @@ class AppConfig:
     compile: bool | None = None  # torch.compile the encoder; None: on cuda only (CPU inductor warm-up takes minutes)
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
-    batch_wait_timeout_s: float = 0.01  # how long the encoder and decoder wait to fill a batch
-    decoder_batch_size: int = 32  # requests per decoder batch (the transducer's greedy loop runs them together)
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_upload_mb: float = 100.0
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
@@ -43,11 +53,7 @@ class AppConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> AppConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values or {}) - names)
-        if unknown:
-            raise ValueError(f"unknown application option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        return cls(**(values or {}))
+        return options_from_dict(cls, values, "application option(s)")
 
     @property
     def buckets(self) -> Buckets:
@@ -69,3 +75,26 @@ class AppConfig:
 
     def cpu_threads(self) -> int:
         return self.encoder_threads or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How a stage's replica gathers concurrent calls into one batch: its `user_config` (serve_config.yaml's
+    `deployments:` section), applied by `reconfigure` without restarting or re-warming the replica."""
+
+    batch_wait_timeout_s: float = 0.01  # how long the first call of a batch waits for others to join it
+    max_batch_size: int | None = None  # calls per batch; None: the stage's own (the encoder's largest bucket)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.batch_wait_timeout_s <= 10:
+            raise ValueError(f"batch_wait_timeout_s must be 0 to 10 seconds, got {self.batch_wait_timeout_s}")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> Batching:
+        return options_from_dict(cls, values, "user_config key(s)")
+
+
+ENCODER_BATCHING = Batching()  # batches of up to the largest bucket
+DECODER_BATCHING = Batching(max_batch_size=32)  # requests whose transducer greedy loop runs as one batch

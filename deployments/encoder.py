@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 import torch
 from ray import serve
 from ray.serve.metrics import Histogram
 
-from deployments.config import AppConfig
-from pipeline.stages import Encoder
+from deployments.config import ENCODER_BATCHING, AppConfig, Batching
+from model.stages import Encoder
 
 logger = logging.getLogger("ray.serve")
 
@@ -45,16 +46,25 @@ class EncoderDeployment:
         self.encoder = self._executor.submit(
             Encoder.from_pretrained, config.model, config.buckets, device, config.torch_dtype(device), config.compiles_on(device)
         ).result()
-        self._executor.submit(self.encoder.warm_up).result()
-        self._encode_batch.set_max_batch_size(config.buckets.max_batch_size)
-        self._encode_batch.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
-        self.batch_sizes: Counter[int] = Counter()
+        if self.encoder.fixed_shapes:
+            self._executor.submit(self.encoder.warm_up).result()
+        self.reconfigure(asdict(ENCODER_BATCHING))
         self.fill_ratio = Histogram("parakeet_encoder_batch_fill_ratio", boundaries=RATIO_BOUNDARIES,
-                                    description="Share of a padded bucket that real feature frames fill.")
+                                    description="Share of a padded batch that real feature frames fill.")
         self.batch_size = Histogram("parakeet_encoder_batch_size", boundaries=[1, 2, 4, 8, 16, 32, 64],
                                     description="Windows per encoder batch.")
         self.queue_wait = Histogram("parakeet_encoder_queue_wait_seconds", boundaries=SECONDS_BOUNDARIES,
                                     description="Time a window waits at the encoder before its batch starts.")
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batching (deployments.config.Batching) from the deployment's `user_config`; at most the largest bucket."""
+        batching = Batching.from_dict(user_config)
+        largest = self.encoder.buckets.max_batch_size
+        if (batching.max_batch_size or largest) > largest:
+            raise ValueError(f"Encoder max_batch_size {batching.max_batch_size} exceeds the largest batch bucket "
+                             f"({largest}); add a larger one to batch_sizes")
+        self._encode_batch.set_max_batch_size(batching.max_batch_size or largest)
+        self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     async def encode(self, features: np.ndarray) -> np.ndarray:
         self.encoder.check(features)  # a bad window fails alone, before it joins a batch
@@ -69,12 +79,7 @@ class EncoderDeployment:
         windows = [features for _, features in items]
         for queued, _ in items:
             self.queue_wait.observe(started - queued)
-        self.batch_sizes[len(windows)] += 1
         self.batch_size.observe(len(windows))
         self.fill_ratio.observe(self.encoder.fill_ratio(windows))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, windows)
-
-    def stats(self) -> dict[int, int]:
-        """How many batches of each size this replica has run."""
-        return dict(self.batch_sizes)

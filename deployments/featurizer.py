@@ -7,7 +7,7 @@ from ray import serve
 
 from deployments.config import AppConfig
 from model.audio import SAMPLE_RATE, AudioSource
-from pipeline.stages import FeaturizedAudio, Featurizer
+from model.stages import FeaturizedAudio, Featurizer
 
 
 @serve.deployment(name="Featurizer", max_ongoing_requests=32, ray_actor_options={"num_cpus": 0.5})

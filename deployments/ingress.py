@@ -19,8 +19,8 @@ from deployments import realtime
 from deployments.config import AppConfig
 from model.audio import SAMPLE_RATE, AudioError, PCMStream, UnsupportedFormatError
 from model.decoding import Transcript
+from model.stages import Decoder, FeaturizedAudio, Featurizer
 from pipeline.formats import render, verbose_json
-from pipeline.stages import Decoder, FeaturizedAudio, Featurizer
 from pipeline.streaming import Committer, Stream, StreamError
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")

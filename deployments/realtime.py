@@ -19,8 +19,8 @@ import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from model.audio import SAMPLE_RATE, AudioError, PCMStream
-from pipeline.stages import FeaturizedAudio
-from pipeline.streaming import NO_IDS, Committer, Event, Stream, StreamError, StreamSettings
+from model.stages import NOTHING_ENCODED, FeaturizedAudio
+from pipeline.streaming import Committer, Event, Stream, StreamError, StreamSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -85,8 +85,8 @@ async def transcribe_audio(websocket: WebSocket, stream: Stream, encode: Encode,
         arrived.clear()
         while (window := stream.next_window()) is not None:
             features = await asyncio.to_thread(stream.featurize, window)  # log-mel off the event loop
-            best_ids = NO_IDS if features is None else await encode(features)
-            for event in stream.accept(window, best_ids):
+            encoded = NOTHING_ENCODED if features is None else await encode(features)
+            for event in stream.accept(window, encoded):
                 await websocket.send_json(event)
 
 
@@ -142,8 +142,8 @@ async def upload_events(featurized: FeaturizedAudio, committer: Committer, encod
     submit(in_flight)
     try:
         while queue:
-            window, best_ids = queue.popleft()
-            final, _ = committer.accept(window, await best_ids)
+            window, encoded = queue.popleft()
+            final, _ = committer.commit(window, await encoded)
             submit(1)
             if final:
                 yield sse(final)

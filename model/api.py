@@ -5,107 +5,86 @@ from __future__ import annotations
 import gc
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from model import checkpoint
-from model.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
-from model.config import FeatureConfig, ModelConfig, RNNTConfig, encoder_frame_samples, write_json
-from model.decoding import Transcript, greedy_spans, transcript_from_spans
-from model.features import LogMelFeatures, pad_waveforms
-from model.heads import Network
+from model.audio import SAMPLE_RATE, AudioError, AudioSource
+from model.config import FeatureConfig, FrameTiming, ModelConfig, RNNTConfig, write_json
+from model.decoding import Transcript
+from model.features import LogMelFeatures
+from model.heads import Network, TransducerDecoder
+from model.stages import Buckets, Decoder, Encoder, Featurizer, Pipeline, check_position_table
 from model.tokenizer import Tokenizer
+from model.windows import DEFAULT_CONTEXT_SECONDS
+
+
+def as_inputs(inputs: AudioSource | Sequence[AudioSource]) -> Sequence[AudioSource]:
+    """One input (a path, bytes or an array) or a sequence of them -> a sequence."""
+    return [inputs] if isinstance(inputs, (str, os.PathLike, bytes, np.ndarray)) else inputs
+
+
+def source_name(source: AudioSource, index: int) -> str:
+    """How errors name an input: a path as given, anything else by its place."""
+    return str(source) if isinstance(source, (str, os.PathLike)) else f"input {index}"
 
 
 class Parakeet:
-    """A loaded checkpoint: feature extractor, encoder + CTC head or transducer, tokenizer."""
+    """A loaded checkpoint: feature extractor, encoder + CTC head or transducer, tokenizer; `transcribe` runs them
+    through the one pipeline every runner shares (model.stages), so long audio is windowed as the Serve app and the
+    batch job window it."""
 
-    def __init__(self, config: ModelConfig, feature_config: FeatureConfig, network: Network, tokenizer: Tokenizer) -> None:
+    def __init__(self, config: ModelConfig, feature_config: FeatureConfig, network: Network, tokenizer: Tokenizer,
+                 buckets: Buckets = Buckets(), context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+                 compile: bool = False) -> None:
         if tokenizer.vocab_size != config.vocab_size:
             raise checkpoint.CheckpointError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but config.json says vocab_size={config.vocab_size}"
             )
+        check_position_table(config, feature_config, buckets)
         self.config = config
         self.feature_config = feature_config
-        self.features = LogMelFeatures(feature_config)
         self.network = network.eval()
         self.tokenizer = tokenizer
+        self.timing = FrameTiming.of(feature_config, config.encoder_config)
         self.name = "parakeet"
+        parameter = next(network.parameters())
+        self.pipeline = Pipeline(
+            Featurizer(feature_config, self.timing, buckets.max_frames, context_seconds),
+            Encoder(network, buckets, parameter.device.type, parameter.dtype, compile),
+            Decoder(tokenizer, self.timing, network if isinstance(network, TransducerDecoder) else None),
+        )
+
+    @property
+    def features(self) -> LogMelFeatures:
+        return self.pipeline.featurizer.features
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
-    @property
-    def frame_seconds(self) -> float:
-        """Seconds per encoder frame (80 ms for the official models)."""
-        return encoder_frame_samples(self.feature_config, self.config.encoder_config) / SAMPLE_RATE
+    def transcribe_each(self, inputs: AudioSource | Sequence[AudioSource],
+                        sample_rate: int = SAMPLE_RATE) -> Iterator[Transcript | AudioError]:
+        """Like `transcribe`, but yields each input's result as soon as it is ready, in order: its Transcript, or
+        the AudioError its audio raised, so one bad input does not stop the others."""
+        return self.pipeline.transcribe_each(
+            ((source, source_name(source, index)) for index, source in enumerate(as_inputs(inputs))), sample_rate
+        )
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Parakeet:
-        self.network.to(device=device, dtype=dtype)
-        self.features.to(device=device)
-        return self
-
-    def check_length(self, audio: np.ndarray, name: str) -> None:
-        """Reject audio too short for one feature frame pair or too long for the position table."""
-        if len(audio) < self.features.min_samples:
-            raise AudioError(
-                f"{name}: audio too short ({len(audio)} samples; at least {self.features.min_samples} are needed)"
-            )
-        stft_frames = torch.tensor([1 + len(audio) // self.feature_config.hop_length])
-        frames = int(self.network.encoder.output_lengths(stft_frames))
-        limit = self.config.encoder_config.max_position_embeddings
-        if frames > limit:
-            raise AudioError(
-                f"{name}: audio too long ({len(audio) / SAMPLE_RATE:.1f} s gives {frames} encoder frames; "
-                f"this model's position table holds {limit}, about {limit * self.frame_seconds:.0f} s)"
-            )
-
-    def load(self, sources: Sequence[AudioSource], sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
-        """Decode, down-mix, resample and check every input, naming the bad one in any error."""
-        waveforms = []
-        for index, source in enumerate(sources):
-            name = str(source) if isinstance(source, (str, os.PathLike)) else f"input {index}"
-            audio = load_audio(source, sample_rate, name)
-            self.check_length(audio, name)
-            waveforms.append(audio)
-        return waveforms
-
-    @torch.inference_mode()
-    def transcribe_waveforms(self, waveforms: list[np.ndarray]) -> list[Transcript]:
-        """One padded batch of checked 16 kHz waveforms -> transcripts in the same order."""
-        batch, lengths = pad_waveforms(waveforms)
-        features, frame_lengths = self.features(batch.to(self.device), lengths.to(self.device))
-        dtype = next(self.network.parameters()).dtype
-        output, output_lengths = self.network(features.to(dtype), frame_lengths)
-        return [
-            transcript_from_spans(spans, self.tokenizer, self.frame_seconds, len(waveform) / SAMPLE_RATE)
-            for waveform, spans in zip(waveforms, greedy_spans(self.network, output, output_lengths))
-        ]
-
-    def transcribe(
-        self,
-        inputs: AudioSource | Sequence[AudioSource],
-        sample_rate: int = SAMPLE_RATE,
-        batch_size: int = 8,
-    ) -> list[Transcript]:
+    def transcribe(self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE) -> list[Transcript]:
         """Numpy arrays at `sample_rate`, encoded bytes or audio file paths -> one Transcript each, in order.
 
-        Inputs are batched longest-first so padding stays small; batching never changes a result.
-        """
-        if isinstance(inputs, (str, os.PathLike, bytes, np.ndarray)):
-            inputs = [inputs]
-        waveforms = self.load(inputs, sample_rate)
-        order = sorted(range(len(waveforms)), key=lambda i: -len(waveforms[i]))
-        results: list[Transcript | None] = [None] * len(waveforms)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            for index, transcript in zip(chunk, self.transcribe_waveforms([waveforms[i] for i in chunk])):
-                results[index] = transcript
-        return results  # type: ignore[return-value]
+        Audio longer than the largest window (30 s by default) is cut into overlapping windows joined at their seams;
+        silent or empty audio gives "". Raises AudioError, naming the input, for audio that cannot be decoded."""
+        results = []
+        for result in self.transcribe_each(inputs, sample_rate):
+            if isinstance(result, AudioError):
+                raise result
+            results.append(result)
+        return results
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the Hugging Face layout, loadable here and by `transformers`."""
@@ -137,11 +116,16 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     quantize: str | None = None,
+    buckets: Buckets = Buckets(),
+    context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+    compile: bool = False,
 ) -> Parakeet:
     """Load a checkpoint directory (or Hub repo id); with no argument, the embedded default model.
 
     `quantize="int8"` (CPU only) runs every `nn.Linear` with int8 weights and activations quantised on the fly
-    (dynamic quantisation): faster CPU serving at a small cost in accuracy (see BENCHMARKS.md).
+    (dynamic quantisation): faster CPU serving at a small cost in accuracy (see BENCHMARKS.md). `buckets` and
+    `context_seconds` set the windows long audio is cut into (the Serve app's and batch job's defaults); `compile`
+    runs the encoder compiled, in the buckets' fixed shapes.
     """
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -157,6 +141,7 @@ def load_model(
             warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
             torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         gc.collect()  # the float32 Linear modules it replaced sit in reference cycles: free their memory now
-    model = Parakeet(config, feature_config, network, checkpoint.read_tokenizer(directory, config))
+    model = Parakeet(config, feature_config, network.to(device, dtype), checkpoint.read_tokenizer(directory, config),
+                     buckets, context_seconds, compile)
     model.name = checkpoint.model_name(name_or_path)
-    return model.to(device, dtype)
+    return model

@@ -78,16 +78,12 @@ def validate_waveform(audio: np.ndarray, name: str, allow_empty: bool = False) -
 
 
 def decode_audio(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
-    """Decode an encoded file (wav, flac, ogg, mp3, ...) held in memory."""
-    return _read(io.BytesIO(data), data[:16], name)
-
-
-def _read(file: io.BytesIO | Path, head: bytes, name: str) -> tuple[np.ndarray, int]:
-    container = unsupported_container(head)
+    """Decode an encoded file (wav, flac, ogg, mp3, ...) held in memory -> float32 (samples[, channels]), rate."""
+    container = unsupported_container(data[:16])
     if container:
         raise UnsupportedFormatError(f"{name}: {container} audio is not supported; send wav, flac, ogg or mp3")
     try:
-        return soundfile.read(file, dtype="float32", always_2d=False)
+        return soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
     except soundfile.LibsndfileError as err:
         raise AudioError(f"{name}: cannot decode audio: {err.error_string}") from None
     except (RuntimeError, TypeError) as err:
@@ -95,13 +91,20 @@ def _read(file: io.BytesIO | Path, head: bytes, name: str) -> tuple[np.ndarray, 
 
 
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file from disk as float32 (samples[, channels]) and its sample rate."""
+    """Read an audio file from disk as float32 (samples[, channels]) and its sample rate.
+
+    The file is read whole and decoded from memory: libsndfile's own file reading reports an undecodable MP3 as
+    "File does not exist or is not a regular file"."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.exists():
         raise AudioError(f"{path}: no such audio file")
-    with path.open("rb") as file:
-        head = file.read(16)
-    return _read(path, head, str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise AudioError(f"{path}: cannot read the file: {err.strerror}") from None
+    return decode_audio(data, str(path))
 
 
 def load_audio(

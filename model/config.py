@@ -225,9 +225,30 @@ def model_config_from_dict(values: dict[str, Any]) -> ModelConfig:
     return MODEL_CONFIGS[model_type].from_dict(values)
 
 
-def encoder_frame_samples(features: FeatureConfig, encoder: EncoderConfig) -> int:
-    """Audio samples per encoder output frame: the feature hop times the subsampling (1280, i.e. 80 ms)."""
-    return features.hop_length * encoder.subsampling_factor
+@dataclass(frozen=True)
+class FrameTiming:
+    """Where encoder output frames fall in the audio: one every `samples` samples at SAMPLE_RATE (the feature hop
+    times the subsampling: 1280 samples, 80 ms, for the official models). The one place this is derived."""
+
+    samples: int
+
+    @classmethod
+    def of(cls, features: FeatureConfig, encoder: EncoderConfig) -> FrameTiming:
+        return cls(features.hop_length * encoder.subsampling_factor)
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+    def frames(self, seconds: float) -> int:
+        """`seconds` in whole encoder frames (rounded)."""
+        return round(seconds / self.seconds)
+
+
+def blank_id_for(vocab_size: int) -> int:
+    """The blank's id in a vocabulary of `vocab_size`: the last, after every piece, as in the official checkpoints
+    (and in the tokenizers recipe.vocabulary and `parakeet convert` write)."""
+    return vocab_size - 1
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -147,6 +147,9 @@ def words_from_spans(spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds
 def transcript_from_spans(
     spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds: float, duration: float
 ) -> Transcript:
-    """Decoded token spans (frames counted from the start of the audio) -> text and timed words."""
-    text = tokenizer.decode([span.token_id for span in spans])
+    """Decoded token spans (frames counted from the start of the audio) -> text and timed words.
+
+    The text is its words joined by single spaces: a lone word-start piece ('▁') would otherwise leave a double
+    space, or one at either end."""
+    text = " ".join(tokenizer.decode([span.token_id for span in spans]).split())
     return Transcript(text, words_from_spans(spans, tokenizer, frame_seconds), duration)

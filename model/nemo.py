@@ -21,7 +21,7 @@ from tokenizers import Tokenizer as _Tokenizer
 
 from model.api import Parakeet
 from model.checkpoint import check_and_load
-from model.config import CTCConfig, EncoderConfig, FeatureConfig, ModelConfig, RNNTConfig, TDTConfig
+from model.config import CTCConfig, EncoderConfig, FeatureConfig, ModelConfig, RNNTConfig, TDTConfig, blank_id_for
 from model.heads import build_network
 from model.tokenizer import WORD_START, Tokenizer
 
@@ -138,7 +138,7 @@ def model_config(config: dict[str, Any], state: dict[str, torch.Tensor]) -> Mode
     encoder = encoder_config(config["encoder"])
     if "decoder.decoder_layers.0.weight" in state:
         vocab_size = state["decoder.decoder_layers.0.weight"].shape[0]  # the tokenizer's pieces + the blank
-        return CTCConfig(vocab_size=vocab_size, pad_token_id=vocab_size - 1, encoder_config=encoder)
+        return CTCConfig(vocab_size=vocab_size, pad_token_id=blank_id_for(vocab_size), encoder_config=encoder)
     labels = config.get("labels") or config["joint"].get("vocabulary") or []
     prediction, joint = config["decoder"].get("prednet", {}), config["joint"].get("jointnet", {})
     hidden = prediction.get("pred_hidden", 640)

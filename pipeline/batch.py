@@ -11,6 +11,7 @@ input row gives exactly one output row: one that cannot be transcribed carries i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -26,7 +27,9 @@ import pyarrow.parquet as pq
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource
-from pipeline.stages import DEFAULT_CONTEXT_SECONDS, Buckets, Decoder, Encoder, Featurizer, Window, default_dtype
+from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
+from model.windows import DEFAULT_CONTEXT_SECONDS, Window
+from pipeline.resources import DEVICES, encoder_resources, resolve_device
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
@@ -208,15 +211,6 @@ def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table
     return batch.filter(pc.invert(pc.is_in(batch.column(id_column), value_set=written.cast(batch.schema.field(id_column).type))))
 
 
-def resolve_device(device: str) -> str:
-    """`auto`: cuda when the Ray cluster has a GPU."""
-    import ray
-
-    if device != "auto":
-        return device
-    return "cuda" if ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
-
-
 def run(config: BatchConfig) -> dict[str, int]:
     """Transcribe config.input into parquet files under config.output; returns row counts of the output."""
     import ray
@@ -237,7 +231,6 @@ def run(config: BatchConfig) -> dict[str, int]:
     # Small blocks (a reader may put many files in one) let every stage start on a part of the input at once.
     dataset = dataset.repartition(target_num_rows_per_block=FEATURIZE_ROWS)
     device = resolve_device(config.device)
-    encoder_resources = {"num_gpus": 1, "num_cpus": 1} if device == "cuda" else {"num_cpus": 1}
     # Featurizing asks for half a CPU and decoding and writing for a quarter, so that beside a CPU encoder actor
     # they all fit on a small machine at once and rows stream to the output instead of waiting for the last read.
     (
@@ -245,7 +238,7 @@ def run(config: BatchConfig) -> dict[str, int]:
                             fn_kwargs={"config": config}, num_cpus=0.5)
         .map_batches(EncodeRows, batch_size=config.encoder_rows, batch_format="numpy",
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.encoders),
-                     fn_constructor_kwargs={"config": config, "device": device}, **encoder_resources)
+                     fn_constructor_kwargs={"config": config, "device": device}, **encoder_resources(device))
         .map_batches(decode_rows, batch_size=config.encoder_rows, batch_format="numpy", fn_kwargs={"config": config},
                      num_cpus=0.25)
         .write_parquet(config.output, min_rows_per_file=config.rows_per_file, ray_remote_args={"num_cpus": 0.25})
@@ -261,24 +254,30 @@ def summarize(output: str) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The job's options; their defaults are BatchConfig's."""
+    default = {field.name: field.default for field in dataclasses.fields(BatchConfig)}
     parser.add_argument("--input", required=True, help="parquet file, directory or URI (s3://, gs://, ...)")
     parser.add_argument("--output", required=True, help="directory or URI for the output parquet files")
-    parser.add_argument("--audio-column", default="audio", help="encoded bytes, paths, or {bytes, path} structs")
-    parser.add_argument("--id-column", default="id", help="unique row ids: resuming skips those already written")
-    parser.add_argument("--model", default=None, help="checkpoint directory (default: embedded model)")
-    parser.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+    parser.add_argument("--audio-column", default=default["audio_column"],
+                        help="encoded bytes, paths, or {bytes, path} structs")
+    parser.add_argument("--id-column", default=default["id_column"],
+                        help="unique row ids: resuming skips those already written")
+    parser.add_argument("--model", default=default["model"], help="checkpoint directory (default: embedded model)")
+    parser.add_argument("--device", choices=DEVICES, default=default["device"],
                         help="encoder device; auto uses GPUs when the cluster has them")
-    parser.add_argument("--encoders", type=int, default=1, help="most encoder actors (one GPU each on cuda)")
-    parser.add_argument("--encoder-rows", type=int, default=64,
+    parser.add_argument("--encoders", type=int, default=default["encoders"],
+                        help="most encoder actors (one GPU each on cuda)")
+    parser.add_argument("--encoder-rows", type=int, default=default["encoder_rows"],
                         help="rows per encoder call (their windows are sorted by length into the buckets)")
-    parser.add_argument("--rows-per-file", type=int, default=1000,
+    parser.add_argument("--rows-per-file", type=int, default=default["rows_per_file"],
                         help="rows per output file; an interrupted job redoes at most the files not yet written")
-    parser.add_argument("--max-duration", type=float, default=3600.0, help="seconds; longer rows get an error")
-    parser.add_argument("--batch-sizes", type=int_list, default=Buckets.batch_sizes,
+    parser.add_argument("--max-duration", type=float, default=default["max_duration"],
+                        help="seconds; longer rows get an error")
+    parser.add_argument("--batch-sizes", type=int_list, default=default["batch_sizes"],
                         help="encoder batch buckets, comma-separated (default: %(default)s)")
-    parser.add_argument("--frame-counts", type=int_list, default=Buckets.frame_counts,
+    parser.add_argument("--frame-counts", type=int_list, default=default["frame_counts"],
                         help="encoder window buckets in 10 ms feature frames; longer audio is windowed")
-    parser.add_argument("--context-seconds", type=float, default=DEFAULT_CONTEXT_SECONDS,
+    parser.add_argument("--context-seconds", type=float, default=default["context_seconds"],
                         help="overlap on each side of a window of long audio")
 
 
@@ -291,11 +290,7 @@ def int_list(text: str) -> tuple[int, ...]:
 
 
 def config_from_args(args: argparse.Namespace) -> BatchConfig:
-    return BatchConfig(input=args.input, output=args.output, audio_column=args.audio_column, id_column=args.id_column,
-                       model=args.model, device=args.device, encoders=args.encoders,
-                       encoder_rows=args.encoder_rows, rows_per_file=args.rows_per_file,
-                       max_duration=args.max_duration, batch_sizes=args.batch_sizes, frame_counts=args.frame_counts,
-                       context_seconds=args.context_seconds)
+    return BatchConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BatchConfig)})
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -49,10 +49,6 @@ def to_subtitles(transcript: Transcript, kind: str) -> str:
     return (body + "\n" if body else "") if kind == "srt" else f"WEBVTT\n\n{body}\n" if body else "WEBVTT\n"
 
 
-def transcript_dict(transcript: Transcript) -> dict:
-    return asdict(transcript)
-
-
 def segments(transcript: Transcript) -> list[dict]:
     """Subtitle-sized segments (the cues) with their times, as the OpenAI verbose_json format lists them."""
     return [
@@ -76,7 +72,7 @@ def render(transcript: Transcript, kind: str) -> str:
     if kind == "text":
         return transcript.text + "\n"
     if kind == "json":
-        return json.dumps(transcript_dict(transcript)) + "\n"
+        return json.dumps(asdict(transcript)) + "\n"
     if kind in ("srt", "vtt"):
         return to_subtitles(transcript, kind)
     raise ValueError(f"unknown format {kind!r}; choose one of {', '.join(FORMATS)}")

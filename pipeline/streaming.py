@@ -1,12 +1,12 @@
 """Streaming transcription with an offline (full-context) model, by buffered inference.
 
 Each step encodes a window of left context + new chunk(s) + look-ahead and commits only the tokens that start in
-the new chunks, aligned at the seam with those committed before (pipeline.seams): the rule of the long-audio
-windows in pipeline.stages, so every token is committed once, by a window that saw it with context on both sides.
+the new chunks, aligned at the seam with those committed before (model.windows): the rule of the long-audio
+windows (model.windows), so every token is committed once, by a window that saw it with context on both sides.
 Tokens after the committed part are a partial that may change.
 
-    Stream     PCM buffer and window planning: feed() audio, next_window(), featurize(), accept() best ids
-    Committer  committed tokens -> events: whole words as `final`, the uncommitted tail as `partial`, then `done`
+    Stream     PCM buffer and window planning: feed() audio, next_window(), featurize(), accept() encoder output
+    Committer  each window's tokens -> events: whole words as `final`, the uncommitted tail as `partial`, then `done`
 
 Neither knows how the encoder runs: the Serve ingress sends each window through the Encoder deployment (so the
 windows of many streams share batches), the tests through a local Encoder.
@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from model.audio import SAMPLE_RATE
+from model.config import FrameTiming
 from model.decoding import TokenSpan
-from pipeline.stages import Decoder, Featurizer, Window
+from model.stages import NOTHING_ENCODED, Decoder, Featurizer
+from model.windows import Window
 
 Event = dict[str, Any]  # one JSON message of the protocol: {"type": "partial" | "final" | "done" | "error", ...}
-NO_IDS = np.empty(0, np.int32)
 
 
 class StreamError(ValueError):
@@ -41,27 +42,27 @@ class StreamSettings:
     left_context_seconds: float = 7.6  # with the rest, a 10 s window: it fills the default 10 s bucket exactly
     lookahead_seconds: float = 1.6
 
-    def frames(self, frame_seconds: float) -> tuple[int, int, int]:
+    def frames(self, timing: FrameTiming) -> tuple[int, int, int]:
         """(chunk, left context, look-ahead) in whole encoder frames."""
-        return tuple(round(value / frame_seconds) for value in (self.chunk_seconds, self.left_context_seconds,
-                                                                 self.lookahead_seconds))  # type: ignore[return-value]
+        return (timing.frames(self.chunk_seconds), timing.frames(self.left_context_seconds),
+                timing.frames(self.lookahead_seconds))
 
-    def check(self, frame_seconds: float, max_window_seconds: float) -> None:
+    def check(self, timing: FrameTiming, max_window_seconds: float) -> None:
         """Raise StreamError, naming the setting, unless every window of these settings fits the encoder's buckets."""
         for name, value in asdict(self).items():
             if not math.isfinite(value) or value < 0:
                 raise StreamError(f"{name} must be a non-negative number of seconds, got {value}")
-        chunk, left, ahead = self.frames(frame_seconds)
+        chunk, left, ahead = self.frames(timing)
         if chunk < 1:
-            raise StreamError(f"chunk_seconds must be at least one encoder frame ({frame_seconds:g} s), "
+            raise StreamError(f"chunk_seconds must be at least one encoder frame ({timing.seconds:g} s), "
                               f"got {self.chunk_seconds}")
         if left < 1:  # a token whose frames run across a seam is then seen starting inside the next chunk too
-            raise StreamError(f"left_context_seconds must be at least one encoder frame ({frame_seconds:g} s), "
+            raise StreamError(f"left_context_seconds must be at least one encoder frame ({timing.seconds:g} s), "
                               f"got {self.left_context_seconds}")
-        if (chunk + left + ahead) * frame_seconds > max_window_seconds + 1e-9:
+        if (chunk + left + ahead) * timing.seconds > max_window_seconds + 1e-9:
             raise StreamError(f"chunk_seconds + left_context_seconds + lookahead_seconds must be at most "
                               f"{max_window_seconds:g} s (the encoder's largest window), got "
-                              f"{(chunk + left + ahead) * frame_seconds:g} s")
+                              f"{(chunk + left + ahead) * timing.seconds:g} s")
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,10 @@ class Committer:
         self.committed: list[TokenSpan] = []
         self.sent = 0  # committed tokens already in final events
 
-    def accept(self, window: Window, best_ids: np.ndarray) -> tuple[Event | None, str]:
-        """A window's best ids -> a final event for the words it completes (or None), and the partial text: the
-        committed tokens not yet final and those after the committed part."""
-        spans = self.decoder.spans(window, best_ids)
+    def commit(self, window: Window, encoded: np.ndarray) -> tuple[Event | None, str]:
+        """A window's encoder output -> a final event for the words it completes (or None), and the partial text:
+        the committed tokens not yet final and those after the committed part."""
+        spans = self.decoder.spans(window, encoded)
         self.committed += self.decoder.join(self.committed, spans, window)
         if window.keep_end == math.inf:
             final = self._final(len(self.committed))
@@ -106,17 +107,16 @@ class Committer:
 
 class Stream:
     """One live stream: feed() 16 kHz audio as it arrives, then repeatedly take next_window(), encode its
-    featurize() output, and accept() the best ids, in order; end() when the audio is over.
+    featurize() output, and accept() the encoder's output, in order; end() when the audio is over.
 
     When audio has piled up (the encoder was busy) one window commits several chunks, up to the largest window the
     encoder holds, so a stream that fell behind catches up with fewer, larger steps."""
 
     def __init__(self, featurizer: Featurizer, decoder: Decoder, settings: StreamSettings,
                  max_backlog_seconds: float = math.inf) -> None:
-        self.frame_samples = featurizer.frame_samples
-        frame_seconds = self.frame_samples / SAMPLE_RATE
-        settings.check(frame_seconds, featurizer.window_samples / SAMPLE_RATE)
-        self.chunk, self.left, self.ahead = settings.frames(frame_seconds)
+        self.frame_samples = featurizer.timing.samples
+        settings.check(featurizer.timing, featurizer.window_samples / SAMPLE_RATE)
+        self.chunk, self.left, self.ahead = settings.frames(featurizer.timing)
         self.max_chunks = (featurizer.window_samples // self.frame_samples - self.left - self.ahead) // self.chunk
         self.featurizer = featurizer
         self.committer = Committer(decoder)
@@ -171,9 +171,9 @@ class Stream:
         """The window's features, or None when it is silent or too short to hold any word (nothing to encode)."""
         return self.featurizer.window_features(window.audio) if self.featurizer.holds_speech(window.audio) else None
 
-    def accept(self, window: StreamWindow, best_ids: np.ndarray) -> list[Event]:
-        """The encoder's best ids for `window` (NO_IDS when featurize() gave None) -> events to send."""
-        final, partial = self.committer.accept(window.window, best_ids)
+    def accept(self, window: StreamWindow, encoded: np.ndarray) -> list[Event]:
+        """The encoder's output for `window` (NOTHING_ENCODED when featurize() gave None) -> events to send."""
+        final, partial = self.committer.commit(window.window, encoded)
         events = [final] if final else []
         if window.window.keep_end == math.inf:
             self.finished = True
@@ -197,4 +197,4 @@ def run_stream(stream: Stream, pieces: Iterator[np.ndarray], encode: Callable[[n
 def _drain(stream: Stream, encode: Callable[[np.ndarray], np.ndarray]) -> Iterator[Event]:
     while (window := stream.next_window()) is not None:
         features = stream.featurize(window)
-        yield from stream.accept(window, NO_IDS if features is None else encode(features))
+        yield from stream.accept(window, NOTHING_ENCODED if features is None else encode(features))

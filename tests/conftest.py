@@ -5,10 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import synthesize
-from tests.reference import (SMALL_DECODER, SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint,
-                             make_transducer_checkpoint)
-
+from recipe import synthesize
+from tests.reference import (
+    SMALL_DECODER,
+    SMALL_ENCODER,
+    ReferenceCheckpoint,
+    make_reference_checkpoint,
+    make_transducer_checkpoint,
+)
 
 
 @pytest.fixture(scope="session")

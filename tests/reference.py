@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.sentences import sentence_pool
-from pipeline.vocabulary import train_tokenizer
+from model.config import blank_id_for
+from recipe.sentences import sentence_pool
+from recipe.vocabulary import train_tokenizer
 
 SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "audio"
 
@@ -40,8 +41,8 @@ SMALL_DECODER = dict(decoder_hidden_size=48, num_decoder_layers=2)
 @dataclass
 class ReferenceCheckpoint:
     directory: Path
-    model: "object"  # transformers.ParakeetForCTC / ParakeetForRNNT / ParakeetForTDT in eval mode
-    tokenizer: "object"  # transformers.ParakeetTokenizer
+    model: object  # transformers.ParakeetForCTC / ParakeetForRNNT / ParakeetForTDT in eval mode
+    tokenizer: object  # transformers.ParakeetTokenizer
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor) -> float:
@@ -92,7 +93,7 @@ def liven_transducer(model: torch.nn.Module, seed: int, blank_bias: float, zero_
             model.joint.head.bias[model.config.vocab_size] += zero_duration_bias
 
 
-def save_tokenizer_and_processor(directory: Path, vocab_size: int, num_mel_bins: int) -> "object":
+def save_tokenizer_and_processor(directory: Path, vocab_size: int, num_mel_bins: int) -> object:
     """A SentencePiece-style BPE of `vocab_size` ids, the last the blank `<pad>`, saved with the feature extractor."""
     from transformers import ParakeetFeatureExtractor, ParakeetProcessor, ParakeetTokenizer
 
@@ -114,7 +115,8 @@ def make_reference_checkpoint(
 
     torch.manual_seed(seed)
     encoder_config = ParakeetEncoderConfig(**{**encoder, **encoder_overrides})
-    config = ParakeetCTCConfig(encoder_config=encoder_config.to_dict(), vocab_size=vocab_size, pad_token_id=vocab_size - 1)
+    config = ParakeetCTCConfig(encoder_config=encoder_config.to_dict(), vocab_size=vocab_size,
+                               pad_token_id=blank_id_for(vocab_size))
     model = ParakeetForCTC(config).eval()
     randomize(model, seed)
     model.save_pretrained(directory)
@@ -127,12 +129,19 @@ def make_transducer_checkpoint(
     zero_duration_bias: float = -0.3, **overrides
 ) -> ReferenceCheckpoint:
     """A random `ParakeetForTDT` (kind "tdt") or `ParakeetForRNNT` ("rnnt"); the blank is the last id."""
-    from transformers import ParakeetEncoderConfig, ParakeetForRNNT, ParakeetForTDT, ParakeetRNNTConfig, ParakeetTDTConfig
+    from transformers import (
+        ParakeetEncoderConfig,
+        ParakeetForRNNT,
+        ParakeetForTDT,
+        ParakeetRNNTConfig,
+        ParakeetTDTConfig,
+    )
 
     config_class, model_class = {"tdt": (ParakeetTDTConfig, ParakeetForTDT), "rnnt": (ParakeetRNNTConfig, ParakeetForRNNT)}[kind]
     torch.manual_seed(seed)
     config = config_class(encoder_config=ParakeetEncoderConfig(**encoder).to_dict(), vocab_size=vocab_size,
-                          blank_token_id=vocab_size - 1, pad_token_id=vocab_size - 1, **decoder, **overrides)
+                          blank_token_id=blank_id_for(vocab_size), pad_token_id=blank_id_for(vocab_size), **decoder,
+                          **overrides)
     model = model_class(config).eval()
     randomize(model, seed)
     liven_transducer(model, seed, blank_bias, zero_duration_bias)

@@ -24,3 +24,25 @@ def running_app(options: dict[str, Any], port: int, num_cpus: int = 2) -> Iterat
     finally:
         serve.shutdown()
         ray.shutdown()
+
+
+def encoder_batch_sizes(timeout_s: float = 90.0) -> tuple[int, int]:
+    """(batches, batches of more than one window) the Encoder has run, from its `parakeet_encoder_batch_size`
+    histogram on this Ray node's Prometheus endpoint, once the metrics agent has exported any (within seconds)."""
+    import re
+    import time
+
+    import ray
+    import requests
+
+    node = ray._private.worker.global_worker.node
+    url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = requests.get(url, timeout=10).text
+        counts = re.findall(r'^ray_parakeet_encoder_batch_size_count\{[^}]*\} (\S+)$', text, re.M)
+        singles = re.findall(r'^ray_parakeet_encoder_batch_size_bucket\{[^}]*le="1\.0"[^}]*\} (\S+)$', text, re.M)
+        if counts or time.monotonic() > deadline:
+            total = int(sum(float(count) for count in counts))
+            return total, total - int(sum(float(single) for single in singles))
+        time.sleep(1.0)

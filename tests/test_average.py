@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from model import load_model
-from pipeline import average
+from recipe import average
 from tests.reference import SMALL_ENCODER, make_reference_checkpoint
 
 

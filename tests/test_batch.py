@@ -21,8 +21,8 @@ import soundfile
 from model import load_model
 from pipeline import batch
 from pipeline.dataset import make_dataset
-from pipeline.sentences import sentence_pool
-from pipeline.synthesize import SEEN_VOICES, synthesize
+from recipe.sentences import sentence_pool
+from recipe.synthesize import SEEN_VOICES, synthesize
 
 ray = pytest.importorskip("ray")
 
@@ -73,7 +73,7 @@ def expected(dataset) -> dict[str, tuple[str, list[dict]]]:
     _, audio = dataset
     model = load_model()
     ids = [row_id for row_id in audio if row_id.startswith("clip-")]
-    transcripts = model.transcribe([audio[i] for i in ids], batch_size=16)
+    transcripts = model.transcribe([audio[i] for i in ids])
     return {i: (t.text, [{"word": w.word, "start": w.start, "end": w.end} for w in t.words])
             for i, t in zip(ids, transcripts)}
 
@@ -111,7 +111,7 @@ def test_a_tdt_model_gives_its_offline_results(dataset, local_ray, small_tdt_che
                                 frame_counts=(300, 600), context_seconds=1.0))
     rows = read_output(tmp_path / "out")
     good = [row_id for row_id in subset.column("id").to_pylist() if row_id.startswith("clip-")]
-    expected = load_model(directory).transcribe([audio[row_id] for row_id in good], batch_size=16)
+    expected = load_model(directory).transcribe([audio[row_id] for row_id in good])
     assert set(rows) == set(subset.column("id").to_pylist()) and any(t.words for t in expected)
     for row_id, transcript in zip(good, expected):
         words = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]

@@ -1,18 +1,23 @@
-"""The `parakeet` command: transcribe on a checkpoint directory, batch options."""
+"""The `parakeet` command: transcribe on a checkpoint directory (every input answered, in order), output formats,
+clean errors and exits, batch options."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import soundfile
 
+from cli.main import build_parser, main
 from model import load_model
 from pipeline.batch import config_from_args
-from pipeline.cli import build_parser, main
+from pipeline.formats import render
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +30,10 @@ def wav_files(speechlike, tmp_path_factory) -> list[Path]:
     return paths
 
 
+def parakeet(*args: str, **options) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, **options)
+
+
 @pytest.mark.parametrize("kind", ["ctc", "tdt"])
 def test_text_and_json_match_the_api(kind, small_checkpoint, small_tdt_checkpoint, wav_files, capsys) -> None:
     directory = str((small_checkpoint if kind == "ctc" else small_tdt_checkpoint).directory)
@@ -33,29 +42,82 @@ def test_text_and_json_match_the_api(kind, small_checkpoint, small_tdt_checkpoin
     lines = capsys.readouterr().out.splitlines()
     assert lines == [f"{path}: {transcript.text}" for path, transcript in zip(wav_files, expected)]
 
-    assert main(["transcribe", str(wav_files[0]), "--model", directory, "--format", "json"]) == 0
-    payload = json.loads(capsys.readouterr().out)
-    assert payload["text"] == expected[0].text
-    assert payload["duration"] == pytest.approx(expected[0].duration)
-    assert [w["word"] for w in payload["words"]] == [w.word for w in expected[0].words]
+    assert main(["transcribe", *map(str, wav_files), "--model", directory, "--format", "json"]) == 0
+    payloads = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [payload["file"] for payload in payloads] == list(map(str, wav_files))
+    for payload, transcript in zip(payloads, expected):
+        assert payload["text"] == transcript.text
+        assert payload["duration"] == pytest.approx(transcript.duration)
+        assert [w["word"] for w in payload["words"]] == [w.word for w in transcript.words]
 
 
-def test_subtitles(small_checkpoint, wav_files, capsys) -> None:
-    assert main(["transcribe", str(wav_files[1]), "--model", str(small_checkpoint.directory), "--format", "vtt"]) == 0
+def test_subtitles_of_several_files_go_one_file_each(small_checkpoint, wav_files, tmp_path, capsys) -> None:
+    directory = str(small_checkpoint.directory)
+    assert main(["transcribe", str(wav_files[1]), "--model", directory, "--format", "vtt"]) == 0
     assert capsys.readouterr().out.startswith("WEBVTT\n")
+    assert main(["transcribe", *map(str, wav_files), "--model", directory, "--format", "srt"]) == 2
+    assert "srt of several files needs --output-dir DIR" in capsys.readouterr().err
+    out = tmp_path / "subtitles"
+    assert main(["transcribe", *map(str, wav_files), "--model", directory, "--format", "srt", "--output-dir", str(out)]) == 0
+    expected = load_model(directory).transcribe(wav_files)
+    for path, transcript in zip(wav_files, expected):
+        assert (out / f"{path.stem}.srt").read_text() == render(transcript, "srt")
+    assert capsys.readouterr().out == ""
 
 
-def test_bad_file_is_a_clear_error_not_a_traceback(small_checkpoint, tmp_path) -> None:
-    bad = tmp_path / "notes.txt"
-    bad.write_text("not audio")
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "transcribe", str(bad), "--model", str(small_checkpoint.directory)],
-        capture_output=True,
-        text=True,
-    )
+def test_every_input_gets_its_answer_in_order(small_checkpoint, wav_files, tmp_path) -> None:
+    """Good files around a directory, a missing file, random bytes and text: the good ones are transcribed, each bad
+    one gets one error line naming it (no decoder chatter, no traceback), and the exit code says some failed."""
+    noise = tmp_path / "noise.mp3"
+    noise.write_bytes(os.urandom(4096))
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not audio")
+    files = [str(wav_files[0]), str(tmp_path), str(noise), str(tmp_path / "missing.wav"), str(notes), str(wav_files[1])]
+    result = parakeet("transcribe", *files, "--model", str(small_checkpoint.directory))
+    expected = load_model(small_checkpoint.directory).transcribe(wav_files)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [f"{wav_files[0]}: {expected[0].text}", f"{wav_files[1]}: {expected[1].text}"]
+    assert result.stderr.splitlines() == [
+        f"parakeet: error: {tmp_path}: is a directory, not an audio file",
+        f"parakeet: error: {noise}: cannot decode audio: Format not recognised.",
+        f"parakeet: error: {tmp_path / 'missing.wav'}: no such audio file",
+        f"parakeet: error: {notes}: cannot decode audio: Format not recognised.",
+        "parakeet: 4 of 6 files failed",
+    ]
+    as_json = parakeet("transcribe", *files[:3], "--model", str(small_checkpoint.directory), "--format", "json")
+    payloads = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert [(p["file"], "error" in p) for p in payloads] == [(files[0], False), (files[1], True), (files[2], True)]
+    assert payloads[1]["error"] == f"{tmp_path}: is a directory, not an audio file"
+
+
+def test_a_closed_pipe_ends_quietly(small_checkpoint, wav_files) -> None:
+    """`parakeet transcribe ... | head -0`: the reader is gone before the first line."""
+    read, write = os.pipe()
+    os.close(read)
+    result = subprocess.run([sys.executable, "-m", "cli", "transcribe", *map(str, wav_files), "--model",
+                             str(small_checkpoint.directory)], stdout=write, stderr=subprocess.PIPE, text=True)
+    os.close(write)
+    assert (result.returncode, result.stderr) == (141, "")
+
+
+def test_ctrl_c_ends_quietly(small_checkpoint, wav_files) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "cli", "transcribe", *map(str, wav_files * 50), "--model",
+                                str(small_checkpoint.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True)
+    time.sleep(1.5)  # inside main(): importing torch, loading the model or transcribing
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert stderr == "parakeet: interrupted\n"
+    # 130, or death by SIGINT (what a shell also shows as 130): CPython re-raises the signal at exit when it landed
+    # in code that a C extension ran while importing (torch does), even though main() caught it.
+    assert process.returncode in (130, -signal.SIGINT)
+
+
+def test_a_bad_checkpoint_is_one_line(tmp_path) -> None:
+    result = parakeet("transcribe", "x.wav", "--model", str(tmp_path))
     assert result.returncode == 2
-    assert result.stderr.startswith(f"parakeet: error: {bad}: cannot decode audio")
-    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"parakeet: error: {tmp_path}/config.json: file is missing")
+    assert len(result.stderr.splitlines()) == 1
 
 
 def test_batch_bucket_options_reach_the_job_config() -> None:
@@ -63,6 +125,13 @@ def test_batch_bucket_options_reach_the_job_config() -> None:
                                       "--frame-counts", "500,1500", "--context-seconds", "1.5"])
     config = config_from_args(args)
     assert (config.buckets.batch_sizes, config.buckets.frame_counts, config.context_seconds) == ((2, 16), (500, 1500), 1.5)
+
+
+def test_batch_options_default_to_the_job_config() -> None:
+    from pipeline.batch import BatchConfig
+
+    args = build_parser().parse_args(["batch", "--input", "in", "--output", "out"])
+    assert config_from_args(args) == BatchConfig(input="in", output="out")
 
 
 def test_batch_rejects_bad_buckets_before_starting(capsys) -> None:

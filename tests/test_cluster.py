@@ -161,6 +161,7 @@ def app_status() -> str | None:
 class Deployed:
     nodes: dict[str, Node]  # by cluster.yaml node type
     dashboard: str
+    config_path: Path  # the serve config deployed
 
     def replicas(self, deployment: str) -> list[ActorState]:
         """The live replica actors of one of the app's deployments."""
@@ -198,7 +199,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
             for name in ("cpu_worker", "gpu_worker"):
                 nodes[name] = local.add_node(**node_args(node_types[name], NODE_COUNTS[name]))
             ray.init(address=local.address)
-            deployed = Deployed(nodes, f"http://{local.head_node.webui_url}")
+            deployed = Deployed(nodes, f"http://{local.head_node.webui_url}", config_path)
             subprocess.run(["serve", "deploy", str(config_path), "--address", deployed.dashboard], check=True)
             wait_for(lambda: app_status() == "RUNNING", "the app to run")
             yield deployed
@@ -227,9 +228,9 @@ def test_each_stage_runs_on_its_node_type(cluster: Deployed) -> None:
 
 @pytest.mark.slow
 def test_an_encoder_on_a_node_without_cuda_answers_with_cpu_math(cluster: Deployed, model, unseen_speech) -> None:
-    from deployments.app import resolve_device
+    from pipeline.resources import resolve_device
 
-    assert resolve_device(AppConfig(device="auto")) == "cuda"  # the cluster has a GPU, so auto would pick it too
+    assert resolve_device("auto") == "cuda"  # the cluster has a GPU, so auto would pick it too
     clips = unseen_speech[1][:4]
     answers = [transcribe_over_http(clip) for clip in clips]
     assert [answer.json() for answer in answers] == [{"text": t.text} for t in model.transcribe(clips)]
@@ -258,11 +259,9 @@ def test_a_killed_encoder_replica_loses_no_request(cluster: Deployed, model, uns
     clips = [unseen_speech[1][i % 12] for i in range(24)]
     expected = [t.text for t in model.transcribe(clips)]
     [victim] = cluster.replicas("Encoder")
-    encoder = serve.get_deployment_handle("Encoder", "parakeet")
-    batches_before = sum(encoder.stats.remote().result().values())
     with ThreadPoolExecutor(len(clips)) as pool:
         futures = [pool.submit(transcribe_over_http, clip) for clip in clips]
-        wait_for(lambda: sum(encoder.stats.remote().result().values()) > batches_before, "the first batch", 120, 0.05)
+        wait_for(lambda: any(future.done() for future in futures), "the first answer", 120, 0.05)
         in_flight = sum(not future.done() for future in futures)
         ray.kill(ray.get_actor(victim.name, namespace="serve"), no_restart=True)
     assert in_flight > 0
@@ -277,3 +276,22 @@ def test_a_killed_encoder_replica_loses_no_request(cluster: Deployed, model, uns
     assert revived.node_id == cluster.nodes["gpu_worker"].node_id
     wait_for(lambda: app_status() == "RUNNING", "the app to recover")
     assert transcribe_over_http(clips[0]).json() == {"text": expected[0]}
+
+
+@pytest.mark.slow
+def test_a_batching_change_reaches_the_running_replicas(cluster: Deployed, unseen_speech) -> None:
+    """The Encoder's and Decoder's batching is their user_config: `serve deploy` of a changed one reconfigures the
+    replicas it has, without starting new ones (which would load and warm the model again)."""
+    before = {name: {actor.actor_id for actor in cluster.replicas(name)} for name in ("Encoder", "Decoder")}
+    config = yaml.safe_load(cluster.config_path.read_text())
+    for deployment in config["applications"][0]["deployments"]:
+        if deployment["name"] in before:
+            deployment["user_config"] = {"batch_wait_timeout_s": 0.002, "max_batch_size": 4}
+    changed = cluster.config_path.with_name("changed.yaml")
+    changed.write_text(yaml.safe_dump(config))
+    deployed_at = serve.status().applications["parakeet"].last_deployed_time_s
+    subprocess.run(["serve", "deploy", str(changed), "--address", cluster.dashboard], check=True)
+    wait_for(lambda: serve.status().applications["parakeet"].last_deployed_time_s > deployed_at
+             and app_status() == "RUNNING", "the new config to apply")
+    assert transcribe_over_http(unseen_speech[1][0]).status_code == 200
+    assert {name: {actor.actor_id for actor in cluster.replicas(name)} for name in before} == before

@@ -11,7 +11,7 @@ import torch
 
 from model import load_model
 from model.checkpoint import DEFAULT_MODEL_DIR
-from pipeline.metrics import word_error_rate
+from recipe.metrics import word_error_rate
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,6 @@ def test_cli_without_model_flag(tmp_path, unseen_speech) -> None:
     _, audio = unseen_speech
     path = tmp_path / "speech.wav"
     soundfile.write(path, audio[0], 16000)
-    result = subprocess.run([sys.executable, "-m", "pipeline.cli", "transcribe", str(path)], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "cli", "transcribe", str(path)], capture_output=True,
                             text=True, check=True)
     assert result.stdout.strip() == load_model().transcribe(path)[0].text

@@ -13,13 +13,12 @@ import pytest
 import torch
 import yaml
 
+from cli.main import main
 from model import load_model
 from model.checkpoint import read_state_dict
 from model.decoding import greedy_spans
 from model.features import pad_waveforms
-from model.nemo import NemoError
-from pipeline.cli import main
-from pipeline.sentences import sentence_pool
+from recipe.sentences import sentence_pool
 from tests.reference import ReferenceCheckpoint
 
 sentencepiece = pytest.importorskip("sentencepiece", reason="the nemo extra (sentencepiece) reads .nemo tokenizers")

@@ -112,8 +112,8 @@ def test_tokenizer_decodes_like_transformers(tmp_path) -> None:
 
     from model.decoding import greedy_ctc
     from model.tokenizer import Tokenizer
-    from pipeline.sentences import sentence_pool
-    from pipeline.vocabulary import train_tokenizer
+    from recipe.sentences import sentence_pool
+    from recipe.vocabulary import train_tokenizer
 
     trained = train_tokenizer(sentence_pool(4000, seed=5), vocab_size=1025)
     trained.save(str(tmp_path / "tokenizer.json"))

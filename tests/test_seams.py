@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from model.decoding import TokenSpan
-from pipeline.seams import tokens_to_keep
-from pipeline.stages import Window
+from model.windows import Window, tokens_to_keep
 
 REACH, TOLERANCE = 40, 4  # encoder frames: 3.2 s and 0.32 s at 80 ms
 SECOND = Window(offset=50, keep_start=100, keep_end=110)  # the window after one that kept frames up to 100

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from model import load_model
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, Window, plan_windows
-from pipeline.streaming import NO_IDS
+from model.config import EncoderConfig, FeatureConfig, FrameTiming
+from model.stages import NOTHING_ENCODED, Buckets, Decoder, Encoder, Featurizer
+from model.windows import Window, plan_windows
 from tests.reference import ReferenceCheckpoint
 
-FRAME = 1280  # samples per encoder frame
+FRAME = FrameTiming.of(FeatureConfig(), EncoderConfig()).samples  # samples per encoder frame, as in the tests' models
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def test_transducer_decoder_gives_no_tokens_for_a_window_never_encoded(small_tdt
     featurized = featurizer(speechlike[0])
     [frames] = encoder(featurized.features[:1])
     window = Window(0, 0, math.inf)
-    assert decoder.spans(window, NO_IDS) == []
+    assert decoder.spans(window, NOTHING_ENCODED) == []
     alone = decoder.decode_many([([window], [frames], 1.0)])[0]
-    together = decoder.decode_many([([window], [NO_IDS], 1.0), ([window], [frames], 1.0)])
+    together = decoder.decode_many([([window], [NOTHING_ENCODED], 1.0), ([window], [frames], 1.0)])
     assert together[0].text == "" and together[1] == alone

@@ -11,11 +11,14 @@ import soxr
 import torch
 
 from model.audio import AudioError, PCMStream
+from model.config import EncoderConfig, FeatureConfig, FrameTiming
 from model.decoding import token_spans
-from pipeline.stages import Buckets, Decoder, Encoder, Featurizer, plan_windows
-from pipeline.streaming import NO_IDS, Stream, StreamError, StreamSettings, run_stream
+from model.stages import NOTHING_ENCODED, Buckets, Decoder, Encoder, Featurizer
+from model.windows import plan_windows
+from pipeline.streaming import Stream, StreamError, StreamSettings, run_stream
 
-FRAME = 1280  # samples per encoder frame (80 ms)
+TIMING = FrameTiming.of(FeatureConfig(), EncoderConfig())  # the official models' (and the embedded one's)
+FRAME = TIMING.samples  # samples per encoder frame
 BUCKETS = Buckets((1, 8), (600, 1200))  # windows of up to 12 s
 SECONDS = 8  # of the long recording, for the tests of the default settings
 
@@ -71,7 +74,7 @@ def test_seams_keep_every_token_exactly_once(stages, settings: StreamSettings, s
     assert events[-1] == {"type": "done", "text": expected.text}
     words = [word for event in finals for word in event["words"]]
     assert [(w["word"], w["start"]) for w in words] == [(w.word, w.start) for w in expected.words]
-    if settings.lookahead_seconds >= 8 * 0.08:  # else a word's end is cut where its window ends
+    if settings.lookahead_seconds >= 8 * TIMING.seconds:  # else a word's end is cut where its window ends
         assert words == [vars(word) for word in expected.words]
 
 
@@ -112,7 +115,7 @@ def test_matching_settings_cut_the_offline_windows(stages, seconds: float) -> No
         while (window := stream.next_window()) is not None:
             start = window.window.offset * FRAME
             cut.append((start, start + len(window.audio), window.window))
-            stream.accept(window, NO_IDS)
+            stream.accept(window, NOTHING_ENCODED)
     assert cut == plan_windows(samples, FRAME, featurizer.window_samples, featurizer.context_samples)
 
 
@@ -167,7 +170,7 @@ def test_a_client_far_ahead_of_transcription_is_refused(stages) -> None:
     for _ in range(30):  # a client in step with transcription never reaches the limit
         stream.feed(np.zeros(16000, np.float32))
         while (window := stream.next_window()) is not None:
-            stream.accept(window, NO_IDS)
+            stream.accept(window, NOTHING_ENCODED)
     stream.end()
     with pytest.raises(StreamError, match="after the end"):
         stream.feed(np.zeros(10, np.float32))
@@ -187,9 +190,9 @@ def test_settings_are_checked_against_the_buckets(stages, settings: StreamSettin
 
 
 def test_the_default_window_fills_the_default_smallest_bucket() -> None:
-    StreamSettings().check(0.08, Buckets().frame_counts[0] * 0.01)  # no padding into the next bucket up
+    StreamSettings().check(TIMING, Buckets().frame_counts[0] * 0.01)  # no padding into the next bucket up
     with pytest.raises(StreamError):
-        StreamSettings(left_context_seconds=7.68).check(0.08, Buckets().frame_counts[0] * 0.01)
+        StreamSettings(left_context_seconds=7.68).check(TIMING, Buckets().frame_counts[0] * 0.01)
 
 
 def test_pcm_frames_are_decoded_and_resampled_across_frames() -> None:

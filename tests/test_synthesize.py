@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile
 
-from pipeline.sentences import clock_words, normalize_text, number_words, sentence_pool, year_words
-from pipeline.synthesize import (
+from recipe.sentences import clock_words, normalize_text, number_words, sentence_pool, year_words
+from recipe.synthesize import (
     PASSAGE_SENTENCES,
     PAUSE_SECONDS,
     Voice,

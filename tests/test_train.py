@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from model import load_model
-from pipeline import average, train
-from pipeline.sentences import sentence_pool
-from pipeline.synthesize import Voice, write_corpus
+from recipe import average, train
+from recipe.sentences import sentence_pool
+from recipe.synthesize import Voice, write_corpus
 
 pytestmark = pytest.mark.slow
 TINY = ["--hidden", "32", "--layers", "1", "--heads", "2", "--subsampling-channels", "8", "--vocab-size", "65",

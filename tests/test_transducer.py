@@ -13,8 +13,15 @@ from model import load_model
 from model.decoding import Emission, greedy_transducer
 from model.encoder import length_mask
 from model.features import pad_waveforms
-from tests.reference import (REAL_DECODER, REAL_TDT_ENCODER, SMALL_DECODER, SMALL_ENCODER, ReferenceCheckpoint,
-                             make_transducer_checkpoint, relative_error)
+from tests.reference import (
+    REAL_DECODER,
+    REAL_TDT_ENCODER,
+    SMALL_DECODER,
+    SMALL_ENCODER,
+    ReferenceCheckpoint,
+    make_transducer_checkpoint,
+    relative_error,
+)
 
 RELATIVE_TOLERANCE = 1e-4  # max abs difference / max abs value of the reference tensor
 
@@ -142,4 +149,4 @@ def test_save_pretrained_round_trip_and_word_times(small_tdt_checkpoint: Referen
     transcript = model.transcribe(speechlike[1])[0]
     assert transcript.words and all(w.start < w.end for w in transcript.words)
     assert [w.start for w in transcript.words] == sorted(w.start for w in transcript.words)
-    assert transcript.words[-1].end <= transcript.duration + model.frame_seconds * max(model.config.durations)
+    assert transcript.words[-1].end <= transcript.duration + model.timing.seconds * max(model.config.durations)

@@ -1,8 +1,8 @@
 """Synthesised English speech corpora (espeak-ng and flite voices), written as parquet for training and tests.
 
-    python -m pipeline.synthesize --out data/corpus            # 51 h of speech, 3.5 GB: 20-45 minutes on 2 cores
-    python -m pipeline.synthesize --out data/corpus_engines --draw engines   # the same sentences, half in flite
-    python -m pipeline.synthesize --out data/corpus_turns --draw engines --voice-changes 0.5   # conversations too
+    python -m recipe.synthesize --out data/corpus            # 51 h of speech, 3.5 GB: 20-45 minutes on 2 cores
+    python -m recipe.synthesize --out data/corpus_engines --draw engines   # the same sentences, half in flite
+    python -m recipe.synthesize --out data/corpus_turns --draw engines --voice-changes 0.5   # conversations too
 
 writes train/dev/test.parquet (disjoint sentences, training voices), holdout_voice.parquet (the test sentences
 in a voice never used for training) and dev_passages.parquet (the dev sentences read several at a time). Besides
@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 import soundfile
 
 from model.audio import SAMPLE_RATE, resample
-from pipeline.sentences import sentence_pool
+from recipe.sentences import sentence_pool
 
 ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-scotland", "en-029", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
 ESPEAK_VARIANTS = ("", "+m3", "+m7", "+f2", "+f4", "+klatt", "+croak")
@@ -213,7 +213,7 @@ def write_corpus(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.synthesize", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipe.synthesize", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     for split, count in DEFAULT_SPLITS.items():
         parser.add_argument(f"--{split}", type=int, default=count, help=f"{split} utterances")

@@ -1,36 +1,45 @@
-"""The three stages of transcription as plain classes, shared by the Serve app and the batch job.
+"""The three stages of transcription as plain classes, and the pipeline that runs them in one process.
 
-    Featurizer (CPU)      audio -> windows of normalised log-mel features
+    Featurizer (CPU)      audio -> windows of normalised log-mel features (model.windows cuts them)
     Encoder (GPU or CPU)  feature windows -> per-frame best CTC ids, or a transducer's projected encoder frames,
-                          through fixed-shape buckets
+                          batched: fixed-shape buckets when compiled, padded to the longest window when eager
     Decoder (CPU)         an utterance's encoded windows -> Transcript (CTC collapse, or the transducer's greedy
-                          loop: prediction network + joint, batched over all windows it is given)
+                          loop: prediction network + joint, batched over all windows it is given), its windows'
+                          tokens joined at their seams (model.windows)
 
-Audio longer than the largest bucket is cut into overlapping windows, each encoded on its own; a window commits
-only the tokens that start inside its middle part, aligned at its seam with those kept before (pipeline.seams), so
-every token is kept exactly once.
+`Pipeline` runs the three in one process: `Parakeet.transcribe` and the CLI use it. The Serve app and the batch job
+run these same classes, each stage in its own actors, so every runner cuts the same windows, joins the same seams
+and gives the same text for the same audio, of any length, with accelerator memory bounded by the largest bucket.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from model import checkpoint
-from model.audio import SAMPLE_RATE, AudioSource, load_audio
-from model.config import FeatureConfig, RNNTConfig, encoder_frame_samples
+from model.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from model.config import ConfigError, FeatureConfig, FrameTiming, ModelConfig, RNNTConfig
 from model.decoding import TokenSpan, Transcript, greedy_transducer, token_spans, transcript_from_spans
 from model.features import LogMelFeatures, pad_waveforms
 from model.heads import Network, ParakeetCTC, TransducerDecoder
 from model.tokenizer import Tokenizer
-from pipeline.seams import SEAM_REACH_SECONDS, SEAM_TOLERANCE_SECONDS, tokens_to_keep
-
+from model.windows import (
+    DEFAULT_CONTEXT_SECONDS,
+    SEAM_REACH_SECONDS,
+    SEAM_TOLERANCE_SECONDS,
+    Window,
+    plan_windows,
+    tokens_to_keep,
+)
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcribed as "" without the model
+NOTHING_ENCODED = np.empty(0, np.float32)  # the encoder output of a window that was never encoded (silent)
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -40,7 +49,8 @@ def default_dtype(device: str) -> torch.dtype:
 
 @dataclass(frozen=True)
 class Buckets:
-    """The fixed (batch size, feature frames) shapes the encoder runs; frames are 10 ms feature frames."""
+    """The (batch size, feature frames) shapes the encoder runs; frames are 10 ms feature frames. The largest frame
+    count is the longest window: longer audio is cut into windows."""
 
     batch_sizes: tuple[int, ...] = (1, 4, 8)
     frame_counts: tuple[int, ...] = (1000, 2000, 3000)  # 10, 20 and 30 s windows
@@ -68,20 +78,15 @@ class Buckets:
         return [(b, f) for b in self.batch_sizes for f in self.frame_counts]
 
 
-@dataclass(frozen=True)
-class Window:
-    """Where one encoded window sits in its utterance, in encoder frames from the start of the audio.
-
-    The window keeps the tokens whose first frame lies in [keep_start, keep_end), give or take the tokens that moved
-    across its seam (pipeline.seams).
-    """
-
-    offset: int
-    keep_start: int
-    keep_end: float  # math.inf for the last window
-
-    def keeps(self, span: TokenSpan) -> bool:
-        return self.keep_start <= span.start < self.keep_end
+def check_position_table(config: ModelConfig, feature_config: FeatureConfig, buckets: Buckets) -> None:
+    """Raise ConfigError unless the largest window fits the encoder's position table."""
+    frames = math.ceil(buckets.max_frames / config.encoder_config.subsampling_factor)
+    limit = config.encoder_config.max_position_embeddings
+    if frames > limit:
+        seconds = limit * FrameTiming.of(feature_config, config.encoder_config).seconds
+        raise ConfigError(f"the largest window ({buckets.max_frames} feature frames) gives {frames} encoder frames; "
+                          f"this model's position table holds {limit} (about {seconds:.0f} s): choose frame_counts "
+                          f"of at most {limit * config.encoder_config.subsampling_factor}")
 
 
 @dataclass
@@ -90,52 +95,22 @@ class FeaturizedAudio:
     windows: list[Window]
     duration: float  # seconds
 
-    @property
-    def frames(self) -> int:
-        return sum(len(f) for f in self.features)
-
-
-def plan_windows(samples: int, frame_samples: int, window_samples: int, context_samples: int) -> list[tuple[int, int, Window]]:
-    """Cut `samples` into windows of at most `window_samples`, overlapping by `context_samples` on each side.
-
-    The last window is the first whose rest of the audio, left context included, fits in one window: the rule of a
-    stream's last window (pipeline.streaming), so a stream with matching settings cuts these same windows.
-    Returns (first sample, end sample, Window) per window; all boundaries fall on encoder frames.
-    """
-    if samples <= window_samples:
-        return [(0, samples, Window(0, 0, math.inf))]
-    stride = (window_samples - 2 * context_samples) // frame_samples * frame_samples
-    if stride <= 0 or context_samples % frame_samples:
-        raise ValueError(f"context {context_samples} samples must be a multiple of {frame_samples} and leave room in a "
-                         f"window of {window_samples} samples")
-    plan, keep_start, start = [], 0, 0
-    while samples - start > window_samples:  # until the rest fits in one window
-        keep_end = keep_start + stride
-        window = Window(start // frame_samples, keep_start // frame_samples, keep_end // frame_samples)
-        plan.append((start, keep_end + context_samples, window))
-        keep_start, start = keep_end, max(0, keep_end - context_samples)
-    plan.append((start, samples, Window(start // frame_samples, keep_start // frame_samples, math.inf)))
-    return plan
-
-
-DEFAULT_CONTEXT_SECONDS = 2.0  # audio on each side of a window's kept middle when long audio is windowed
-
 
 class Featurizer:
     """Encoded audio or waveforms -> windows of log-mel features, sized for the encoder's largest bucket."""
 
-    def __init__(self, feature_config: FeatureConfig, frame_samples: int, max_frames: int,
-                 context_seconds: float = DEFAULT_CONTEXT_SECONDS):
+    def __init__(self, feature_config: FeatureConfig, timing: FrameTiming, max_frames: int,
+                 context_seconds: float = DEFAULT_CONTEXT_SECONDS) -> None:
         self.features = LogMelFeatures(feature_config)
-        self.frame_samples = frame_samples
+        self.timing = timing
         self.window_samples = max_frames * feature_config.hop_length
-        self.context_samples = round(context_seconds * SAMPLE_RATE / frame_samples) * frame_samples
+        self.context_samples = timing.frames(context_seconds) * timing.samples
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None, max_frames: int,
                         context_seconds: float = DEFAULT_CONTEXT_SECONDS) -> Featurizer:
         config, feature_config = checkpoint.read_configs(checkpoint.resolve(model))
-        return cls(feature_config, encoder_frame_samples(feature_config, config.encoder_config), max_frames, context_seconds)
+        return cls(feature_config, FrameTiming.of(feature_config, config.encoder_config), max_frames, context_seconds)
 
     def __call__(self, audio: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> FeaturizedAudio:
         """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no windows."""
@@ -144,7 +119,8 @@ class Featurizer:
         if not self.holds_speech(waveform):
             return FeaturizedAudio([], [], duration)
         features, windows = [], []
-        for start, end, window in plan_windows(len(waveform), self.frame_samples, self.window_samples, self.context_samples):
+        for start, end, window in plan_windows(len(waveform), self.timing.samples, self.window_samples,
+                                               self.context_samples):
             features.append(self.window_features(waveform[start:end]))
             windows.append(window)
         return FeaturizedAudio(features, windows, duration)
@@ -161,17 +137,21 @@ class Featurizer:
 
 class Encoder:
     """Feature windows -> per-frame best CTC ids (int32), or a transducer's projected encoder frames (float32, one
-    row per frame), run in fixed (batch, frames) shapes so a compiled model never recompiles. On CUDA it runs in
-    `dtype` with CUDA graphs ("reduce-overhead"); on CPU the same code runs through inductor."""
+    row per frame), in batches of up to the buckets' largest batch size, longest windows first.
+
+    Compiled, it runs only the buckets' fixed (batch, frames) shapes, so the compiled model never recompiles; on
+    CUDA in `dtype` with CUDA graphs ("reduce-overhead"), on CPU through inductor. Eager, a batch is padded only
+    to its longest window: fixed shapes would buy nothing but padding."""
 
     def __init__(self, network: Network, buckets: Buckets, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 compile: bool = True) -> None:
+                 compile: bool = False) -> None:
         self.buckets = buckets
         self.device = torch.device(device)
         self.dtype = dtype
         self.network = network.to(self.device, dtype).eval()
         self.mels = network.config.encoder_config.num_mel_bins
         self.ctc = isinstance(network, ParakeetCTC)
+        self.fixed_shapes = compile
         self._forward = self.network
         if compile:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(buckets.shapes()))
@@ -180,9 +160,10 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None, buckets: Buckets, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, compile: bool = True) -> Encoder:
+                        dtype: torch.dtype = torch.float32, compile: bool = False) -> Encoder:
         directory = checkpoint.resolve(model)
-        config, _ = checkpoint.read_configs(directory)
+        config, feature_config = checkpoint.read_configs(directory)
+        check_position_table(config, feature_config, buckets)
         return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile)
 
     def warm_up(self) -> None:
@@ -208,22 +189,26 @@ class Encoder:
         if not 0 < len(features) <= self.buckets.max_frames:
             raise ValueError(f"a window has {len(features)} frames; the buckets hold 1 to {self.buckets.max_frames}")
 
+    def shape_for(self, count: int, frames: int) -> tuple[int, int]:
+        """The padded (batch, frames) shape that `count` windows of up to `frames` frames run in."""
+        return self.buckets.shape_for(count, frames) if self.fixed_shapes else (count, frames)
+
     def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """Windows of (frames, mels) features -> their encoder output (best ids or frames), in order."""
         for features in windows:
             self.check(features)
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
-        results: list[np.ndarray] = [np.empty(0, np.int32)] * len(windows)
+        results: list[np.ndarray] = [NOTHING_ENCODED] * len(windows)
         for start in range(0, len(order), self.buckets.max_batch_size):
             group = order[start : start + self.buckets.max_batch_size]
-            batch, frames = self.buckets.shape_for(len(group), len(windows[group[0]]))
+            batch, frames = self.shape_for(len(group), len(windows[group[0]]))
             padded = np.zeros((batch, frames, self.mels), np.float32)
             lengths = np.full(batch, frames)  # filler rows are full length so their masks stay well-formed
             for row, index in enumerate(group):
                 padded[row, : len(windows[index])] = windows[index]
                 lengths[row] = len(windows[index])
-            for index, best in zip(group, self._run(padded, lengths)):
-                results[index] = best
+            for index, encoded in zip(group, self._run(padded, lengths)):
+                results[index] = encoded
         return results
 
     def encode_isolating_failures(self, windows: list[np.ndarray]) -> list[np.ndarray | Exception]:
@@ -241,8 +226,8 @@ class Encoder:
             return results
 
     def fill_ratio(self, windows: list[np.ndarray]) -> float:
-        """Share of the padded bucket frames that real frames fill (1.0: no padding at all)."""
-        batch, frames = self.buckets.shape_for(len(windows), max(len(w) for w in windows))
+        """Share of the padded batch's frames that real frames fill (1.0: no padding at all)."""
+        batch, frames = self.shape_for(len(windows), max(len(w) for w in windows))
         return sum(len(w) for w in windows) / (batch * frames)
 
 
@@ -250,18 +235,18 @@ class Decoder:
     """Encoded windows of utterances -> their Transcripts: CTC best ids collapsed, or the transducer's greedy loop
     over projected encoder frames (all windows of all utterances given at once decode as one batch); words timed."""
 
-    def __init__(self, tokenizer: Tokenizer, frame_seconds: float, transducer: TransducerDecoder | None = None) -> None:
+    def __init__(self, tokenizer: Tokenizer, timing: FrameTiming, transducer: TransducerDecoder | None = None) -> None:
         self.tokenizer = tokenizer
-        self.frame_seconds = frame_seconds
+        self.timing = timing
         self.transducer = transducer.eval() if transducer is not None else None
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None) -> Decoder:
         directory = checkpoint.resolve(model)
         config, feature_config = checkpoint.read_configs(directory)
-        frame_seconds = encoder_frame_samples(feature_config, config.encoder_config) / SAMPLE_RATE
         transducer = checkpoint.read_transducer_decoder(directory, config) if isinstance(config, RNNTConfig) else None
-        return cls(checkpoint.read_tokenizer(directory, config), frame_seconds, transducer)
+        return cls(checkpoint.read_tokenizer(directory, config), FrameTiming.of(feature_config, config.encoder_config),
+                   transducer)
 
     def __call__(self, windows: list[Window], encoded: list[np.ndarray], duration: float) -> Transcript:
         return self.decode_many([(windows, encoded, duration)])[0]
@@ -281,16 +266,17 @@ class Decoder:
 
     def join(self, kept: list[TokenSpan], spans: list[TokenSpan], window: Window) -> list[TokenSpan]:
         """Of one window's tokens, those that follow `kept`, the tokens kept from the windows before it: its own
-        part's, aligned at its seam (pipeline.seams) so that none is doubled or dropped there."""
-        return tokens_to_keep(kept, spans, window, round(SEAM_REACH_SECONDS / self.frame_seconds),
-                              round(SEAM_TOLERANCE_SECONDS / self.frame_seconds), 0 if self.transducer else 1)
+        part's, aligned at its seam (model.windows) so that none is doubled or dropped there."""
+        return tokens_to_keep(kept, spans, window, self.timing.frames(SEAM_REACH_SECONDS),
+                              self.timing.frames(SEAM_TOLERANCE_SECONDS), 0 if self.transducer else 1)
 
     def spans(self, window: Window, encoded: np.ndarray) -> list[TokenSpan]:
-        """Every token of one window, its frames counted from the start of the audio."""
+        """Every token of one window (`encoded`: its encoder output, or NOTHING_ENCODED), its frames counted from
+        the start of the audio."""
         return self._spans([encoded], [window.offset])[0]
 
     def transcript(self, spans: list[TokenSpan], duration: float) -> Transcript:
-        return transcript_from_spans(spans, self.tokenizer, self.frame_seconds, duration)
+        return transcript_from_spans(spans, self.tokenizer, self.timing.seconds, duration)
 
     def _spans(self, outputs: list[np.ndarray], offsets: list[int]) -> list[list[TokenSpan]]:
         """Each window's token spans, in frames from the start of the audio (the window's own start is `offset`)."""
@@ -308,3 +294,42 @@ class Decoder:
         for row, emissions in zip(rows, greedy_transducer(self.transducer, padded, lengths)):
             spans[row] = [emission.span(offsets[row]) for emission in emissions]
         return spans
+
+
+PIPELINE_GROUP_WINDOWS = 32  # windows featurized before they are encoded together: bounds the features held at once
+
+
+class Pipeline:
+    """The three stages in one process: audio sources -> Transcripts, in order.
+
+    Inputs are featurized a group at a time (about PIPELINE_GROUP_WINDOWS windows), the group's windows encoded
+    together, longest first, and decoded; so batching spans inputs, and memory stays bounded for any number of
+    inputs of any length."""
+
+    def __init__(self, featurizer: Featurizer, encoder: Encoder, decoder: Decoder) -> None:
+        self.featurizer, self.encoder, self.decoder = featurizer, encoder, decoder
+
+    def transcribe_each(self, sources: Iterable[tuple[AudioSource, str]],
+                        sample_rate: int = SAMPLE_RATE) -> Iterator[Transcript | AudioError]:
+        """(source, name) pairs -> one result each, in order, as soon as its group is done: its Transcript, or the
+        AudioError (naming it) that its audio raised."""
+        group: list[FeaturizedAudio | AudioError] = []
+        windows = 0
+        for source, name in sources:
+            try:
+                group.append(self.featurizer(source, sample_rate, name))
+                windows += len(group[-1].features)
+            except AudioError as err:
+                group.append(err)
+            if windows >= PIPELINE_GROUP_WINDOWS:
+                yield from self._finish(group)
+                group, windows = [], 0
+        yield from self._finish(group)
+
+    def _finish(self, group: list[FeaturizedAudio | AudioError]) -> Iterator[Transcript | AudioError]:
+        featurized = [item for item in group if isinstance(item, FeaturizedAudio)]
+        encoded = iter(self.encoder([features for item in featurized for features in item.features]))
+        utterances = [(item.windows, [next(encoded) for _ in item.features], item.duration) for item in featurized]
+        transcripts = iter(self.decoder.decode_many(utterances))
+        for item in group:
+            yield item if isinstance(item, AudioError) else next(transcripts)

@@ -1,12 +1,12 @@
 """Training recipe: a small FastConformer-CTC on a synthesised parquet corpus, on CPU.
 
-    python -m pipeline.train --data data/corpus --out runs/default          # 7 epochs: about 75 min on 2 cores
-    python -m pipeline.train --data data/corpus --out runs/default --resume # continue from runs/default/last.pt
-    python -m pipeline.train --data data/corpus2 --out runs/tuned --init model/default --lr 5e-4  # fine-tune a model
+    python -m recipe.train --data data/corpus --out runs/default          # 7 epochs: about 75 min on 2 cores
+    python -m recipe.train --data data/corpus --out runs/default --resume # continue from runs/default/last.pt
+    python -m recipe.train --data data/corpus2 --out runs/tuned --init model/default --lr 5e-4  # fine-tune a model
 
 Writes runs/NAME/last.pt (resumable state) and runs/NAME/model/ (best dev WER, Hugging Face layout). With several
 --dev splits (say `--dev dev dev_passages`), the best model is the one with the lowest mean of their WERs. With
---keep-evaluations, every evaluation's model is kept too, as runs/NAME/step-STEP/, for `python -m pipeline.average`.
+--keep-evaluations, every evaluation's model is kept too, as runs/NAME/step-STEP/, for `python -m recipe.average`.
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import torch
 
-from model import CTCConfig, EncoderConfig, FeatureConfig, Parakeet, ParakeetCTC
-from model import checkpoint
-from model.config import ModelConfig
+from model import CTCConfig, EncoderConfig, FeatureConfig, Parakeet, ParakeetCTC, checkpoint
+from model.config import ModelConfig, blank_id_for
 from model.decoding import greedy_ctc
 from model.features import LogMelFeatures, pad_waveforms
 from model.tokenizer import Tokenizer
-from pipeline.corpus import read_parquet_audio
-from pipeline.metrics import char_error_rate, word_error_rate
-from pipeline.vocabulary import train_tokenizer
+from recipe.corpus import read_parquet_audio
+from recipe.metrics import char_error_rate, word_error_rate
+from recipe.vocabulary import train_tokenizer
 
 DEFAULT_VOCAB_SIZE = 257  # 256 pieces and the blank
 
@@ -123,7 +122,7 @@ def evaluate(network: ParakeetCTC, split: Split, tokenizer: Tokenizer, max_frame
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipe.train", description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="directory with train.parquet and dev.parquet")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -139,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-every", type=int, default=1000)
     parser.add_argument("--keep-evaluations", action="store_true",
                         help="also save the model of every evaluation, as OUT/step-STEP/ (for python -m "
-                             "pipeline.average)")
+                             "recipe.average)")
     parser.add_argument("--vocab-size", type=int, default=None,
                         help="tokenizer size including the blank (default 257; with --init, a size other than the "
                              "model's trains a new tokenizer and a new CTC head on the model's encoder)")
@@ -163,7 +162,7 @@ def initial_config(args: argparse.Namespace, init_config: ModelConfig | None) ->
         vocab_size = args.vocab_size or DEFAULT_VOCAB_SIZE
         return CTCConfig(
             vocab_size=vocab_size,
-            pad_token_id=vocab_size - 1,
+            pad_token_id=blank_id_for(vocab_size),
             encoder_config=EncoderConfig(
                 hidden_size=args.hidden,
                 num_hidden_layers=args.layers,
@@ -181,7 +180,7 @@ def initial_config(args: argparse.Namespace, init_config: ModelConfig | None) ->
     encoder = replace(init_config.encoder_config, dropout=args.dropout, activation_dropout=args.dropout,
                       attention_dropout=args.dropout)
     vocab_size = args.vocab_size or init_config.vocab_size
-    return replace(init_config, encoder_config=encoder, vocab_size=vocab_size, pad_token_id=vocab_size - 1)
+    return replace(init_config, encoder_config=encoder, vocab_size=vocab_size, pad_token_id=blank_id_for(vocab_size))
 
 
 def retokenized_network(init: Path, old_config: CTCConfig, config: CTCConfig, tokenizer: Tokenizer) -> ParakeetCTC:

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from model.config import blank_id_for
+
 UNK, BLANK = "<unk>", "<pad>"
 
 
@@ -15,10 +17,11 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     tokenizer = Tokenizer(models.BPE(unk_token=UNK, fuse_unk=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
     tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, special_tokens=[UNK], show_progress=False)
+    pieces = blank_id_for(vocab_size)  # every id before the blank's
+    trainer = trainers.BpeTrainer(vocab_size=pieces, special_tokens=[UNK], show_progress=False)
     tokenizer.train_from_iterator(texts, trainer)
     learned = tokenizer.get_vocab_size()
-    if learned != vocab_size - 1:
-        raise ValueError(f"the text supports only {learned} pieces, fewer than the {vocab_size - 1} asked for")
+    if learned != pieces:
+        raise ValueError(f"the text supports only {learned} pieces, fewer than the {pieces} asked for")
     tokenizer.add_special_tokens([AddedToken(BLANK, special=True, normalized=False)])
     return tokenizer

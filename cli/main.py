@@ -1,4 +1,4 @@
-"""The `parakeet` command."""
+"""The `parakeet` command: on top of every layer (model, pipeline, deployments), imported by none of them."""
 
 from __future__ import annotations
 
@@ -7,22 +7,10 @@ import os
 import sys
 import time
 
-from model import load_model
-from model.nemo import convert_nemo
-from pipeline import batch, dataset, stream_client
-from pipeline.formats import FORMATS, render
-
-
-def transcribe(args: argparse.Namespace) -> int:
-    model = load_model(args.model, quantize="int8" if args.int8 else None)
-    for path, transcript in zip(args.files, model.transcribe(args.files, batch_size=args.batch_size)):
-        if len(args.files) > 1 and args.format == "text":
-            sys.stdout.write(f"{path}: ")
-        sys.stdout.write(render(transcript, args.format))
-    return 0
-
 
 def convert(args: argparse.Namespace) -> int:
+    from model.nemo import convert_nemo
+
     model = convert_nemo(args.nemo_file, args.output)
     print(f"parakeet: wrote {type(model.config).__name__.removesuffix('Config')} model "
           f"({sum(p.numel() for p in model.network.parameters()) / 1e6:.1f} M parameters) to {args.output}",
@@ -54,15 +42,16 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not above, so that Ctrl-C in the seconds torch and Ray take to import ends as quietly as later.
+    from cli import stream, transcribe
+    from pipeline import batch, dataset
+    from pipeline.resources import DEVICES
+
     parser = argparse.ArgumentParser(prog="parakeet", description="Parakeet speech-to-text.")
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("transcribe", help="transcribe audio files")
-    command.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
-    command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
-    command.add_argument("--format", choices=FORMATS, default="text")
-    command.add_argument("--batch-size", type=int, default=8)
-    command.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
-    command.set_defaults(run=transcribe)
+    transcribe.add_arguments(command)
+    command.set_defaults(run=transcribe.execute)
 
     command = commands.add_parser("convert", help="convert a NeMo .nemo checkpoint (CTC, RNN-T, TDT) into the "
                                   "Hugging Face layout that --model takes")
@@ -74,15 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
     command.add_argument("--host", default="127.0.0.1")
     command.add_argument("--port", type=int, default=8000)
-    command.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+    command.add_argument("--device", choices=DEVICES, default="auto",
                          help="encoder device; auto uses GPUs when the cluster has them")
     command.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                          help="torch.compile the encoder: auto compiles on cuda only (CPU warm-up takes minutes)")
     command.set_defaults(run=serve)
 
     command = commands.add_parser("stream", help="play an audio file to a server's realtime endpoint, print its events")
-    stream_client.add_arguments(command)
-    command.set_defaults(run=stream_client.execute)
+    stream.add_arguments(command)
+    command.set_defaults(run=stream.execute)
 
     command = commands.add_parser("batch", help="transcribe a parquet dataset with Ray Data (local Ray or RAY_ADDRESS)")
     batch.add_arguments(command)
@@ -95,13 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.run(args)
     except ValueError as err:  # bad input or checkpoint: every such error names what was wrong
         print(f"parakeet: error: {err}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 141
+    except KeyboardInterrupt:
+        print("parakeet: interrupted", file=sys.stderr)
+        return 130

@@ -1,6 +1,6 @@
 """Checkpoint averaging: one model whose weights are the element-wise mean of several models' weights.
 
-    python -m pipeline.average --out runs/averaged runs/tuned6/model runs/tuned7/model runs/tuned8/model
+    python -m recipe.average --out runs/averaged runs/tuned6/model runs/tuned7/model runs/tuned8/model
 
 The models must share architecture (config.json), features (preprocessor_config.json) and tokenizer; averaging the
 checkpoints of one training trajectory (successive fine-tunes, or a run's `--keep-evaluations` models) usually
@@ -61,7 +61,7 @@ def average_models(directories: list[Path]) -> Parakeet:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.average", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m recipe.average", description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", type=Path, metavar="MODEL_DIR",
                         help="checkpoint directories (at least two)")
     parser.add_argument("--out", type=Path, required=True, help="directory for the averaged model")

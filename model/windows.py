@@ -1,4 +1,5 @@
-"""Joining the tokens of overlapping windows at their seams, for long audio and for streams alike.
+"""Cutting long audio into overlapping windows, and joining the windows' tokens at their seams: the one rule that
+in-process transcription, the Serve app, the batch job and streams all follow.
 
 A window keeps the tokens that start in its own part of the audio ([keep_start, keep_end) in encoder frames), but
 a model places a token a frame or two differently when it sees different context, and near the end of a window it
@@ -11,16 +12,53 @@ to hold the last kept token), it keeps its own part.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import TYPE_CHECKING
+import math
+from dataclasses import dataclass, replace
 
 from model.decoding import TokenSpan
 
-if TYPE_CHECKING:
-    from pipeline.stages import Window
-
+DEFAULT_CONTEXT_SECONDS = 2.0  # audio on each side of a window's kept middle when long audio is windowed
 SEAM_REACH_SECONDS = 3.2  # how far before (and after) a seam tokens are aligned
 SEAM_TOLERANCE_SECONDS = 0.32  # how far apart the same token may be placed by two windows and still be one
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where one encoded window sits in its utterance, in encoder frames from the start of the audio.
+
+    The window keeps the tokens whose first frame lies in [keep_start, keep_end), give or take the tokens that moved
+    across its seam (`tokens_to_keep`).
+    """
+
+    offset: int
+    keep_start: int
+    keep_end: float  # math.inf for the last window
+
+    def keeps(self, span: TokenSpan) -> bool:
+        return self.keep_start <= span.start < self.keep_end
+
+
+def plan_windows(samples: int, frame_samples: int, window_samples: int, context_samples: int) -> list[tuple[int, int, Window]]:
+    """Cut `samples` into windows of at most `window_samples`, overlapping by `context_samples` on each side.
+
+    The last window is the first whose rest of the audio, left context included, fits in one window: the rule of a
+    stream's last window (pipeline.streaming), so a stream with matching settings cuts these same windows.
+    Returns (first sample, end sample, Window) per window; all boundaries fall on encoder frames.
+    """
+    if samples <= window_samples:
+        return [(0, samples, Window(0, 0, math.inf))]
+    stride = (window_samples - 2 * context_samples) // frame_samples * frame_samples
+    if stride <= 0 or context_samples % frame_samples:
+        raise ValueError(f"context {context_samples} samples must be a multiple of {frame_samples} and leave room in a "
+                         f"window of {window_samples} samples")
+    plan, keep_start, start = [], 0, 0
+    while samples - start > window_samples:  # until the rest fits in one window
+        keep_end = keep_start + stride
+        window = Window(start // frame_samples, keep_start // frame_samples, keep_end // frame_samples)
+        plan.append((start, keep_end + context_samples, window))
+        keep_start, start = keep_end, max(0, keep_end - context_samples)
+    plan.append((start, samples, Window(start // frame_samples, keep_start // frame_samples, math.inf)))
+    return plan
 
 
 def tokens_to_keep(kept: list[TokenSpan], spans: list[TokenSpan], window: Window, reach: int, tolerance: int,

@@ -1,0 +1,1 @@
+"""The `parakeet` command line: transcribe, serve, stream, batch, convert, make-dataset."""

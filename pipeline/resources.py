@@ -1,0 +1,21 @@
+"""Where the encoder runs on a Ray cluster, for the Serve app and the batch job alike."""
+
+from __future__ import annotations
+
+import ray
+
+DEVICES = ("auto", "cuda", "cpu")
+
+
+def resolve_device(device: str) -> str:
+    """`auto` picks cuda when the Ray cluster has any GPU, so a CPU-only machine needs no flag."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device != "auto":
+        return device
+    return "cuda" if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
+
+
+def encoder_resources(device: str) -> dict[str, float]:
+    """The Ray resources one encoder replica or actor asks for: a CPU to drive it, and a whole GPU on cuda."""
+    return {"num_cpus": 1, "num_gpus": 1} if device == "cuda" else {"num_cpus": 1}

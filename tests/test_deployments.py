@@ -1,0 +1,33 @@
+"""The deployments' options: the app's args and each stage's batching (user_config), validated and applied."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from deployments.config import DECODER_BATCHING, AppConfig, Batching  # noqa: E402
+from deployments.decoder import DecoderDeployment  # noqa: E402
+
+
+def test_batching_is_validated_naming_the_key() -> None:
+    with pytest.raises(ValueError, match=r"unknown user_config key\(s\) batch_size; known: batch_wait_timeout_s, "
+                                         r"max_batch_size"):
+        Batching.from_dict({"batch_size": 4})
+    with pytest.raises(ValueError, match="batch_wait_timeout_s must be 0 to 10 seconds, got -1"):
+        Batching.from_dict({"batch_wait_timeout_s": -1})
+    with pytest.raises(ValueError, match="max_batch_size must be at least 1, got 0"):
+        Batching.from_dict({"max_batch_size": 0})
+    with pytest.raises(ValueError, match=r"unknown application option\(s\) decoder_batch_size"):
+        AppConfig.from_dict({"decoder_batch_size": 8})
+
+
+def test_reconfigure_changes_a_replicas_batching_in_place(small_tdt_checkpoint) -> None:
+    """What Serve calls with a deployment's new user_config, on the replica it has (no restart, no reload); the
+    getters are the ones serve.batch offers user code."""
+    replica = DecoderDeployment.func_or_class(AppConfig(model=str(small_tdt_checkpoint.directory)))
+    assert replica._decode_batch._get_max_batch_size() == DECODER_BATCHING.max_batch_size
+    replica.reconfigure({"batch_wait_timeout_s": 0.002, "max_batch_size": 4})
+    assert (replica._decode_batch._get_max_batch_size(), replica._decode_batch._get_batch_wait_timeout_s()) == (4, 0.002)
+    replica.reconfigure({})  # a user_config without a key sets that key's default
+    assert replica._decode_batch._get_max_batch_size() == DECODER_BATCHING.max_batch_size
