@@ -46,8 +46,11 @@ def main() -> None:
         path = Path(scratch) / "clips.parquet"
         write_corpus(path, "clips", sentence_pool(args.clips, seed=11), available_voices(), seed=11, augmented=False)
         seconds = sum(pq.read_table(path, columns=["duration"]).column("duration").to_pylist())
-        print(f"{args.clips} clips, {seconds:.0f} s of audio; {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores, torch {torch.__version__}, ray {ray.__version__}", file=sys.stderr)
+        print(
+            f"{args.clips} clips, {seconds:.0f} s of audio; {platform.processor() or platform.machine()}, "
+            f"{os.cpu_count()} cores, torch {torch.__version__}, ray {ray.__version__}",
+            file=sys.stderr,
+        )
         loop = single_process(path, args.model, batch_size=16)
         ray.init()
         started = time.perf_counter()

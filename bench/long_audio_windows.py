@@ -38,8 +38,9 @@ from recipe.synthesize import (  # noqa: E402
 PAUSE_SECONDS = 0.25
 
 
-def windowed_text(model: str | None, hop_length: int, audio: np.ndarray, window_seconds: float,
-                  context_seconds: float) -> str:
+def windowed_text(
+    model: str | None, hop_length: int, audio: np.ndarray, window_seconds: float, context_seconds: float
+) -> str:
     """The transcript of `audio` in windows of `window_seconds` overlapping by `context_seconds` on each side;
     raises ConfigError when such windows are longer than the model's position table."""
     frames = round(window_seconds * SAMPLE_RATE / hop_length)  # feature frames
@@ -48,7 +49,7 @@ def windowed_text(model: str | None, hop_length: int, audio: np.ndarray, window_
 
 
 def window_setting(text: str) -> tuple[float, float]:
-    """"WINDOW:CONTEXT" in seconds -> (window, context)."""
+    """ "WINDOW:CONTEXT" in seconds -> (window, context)."""
     try:
         window, context = (float(value) for value in text.split(":"))
     except ValueError:
@@ -60,12 +61,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     parser.add_argument("--sentences", type=int, nargs="+", default=[10, 16], help="sentences per recording")
-    parser.add_argument("--windows", nargs="+", type=window_setting, default=[(12, 2), (6, 1), (30, 2)],
-                        metavar="WINDOW:CONTEXT", help="window and context seconds")
-    parser.add_argument("--seed", type=int, default=UNSEEN_SEED,
-                        help="seed of the unseen sentences (default: the tests')")
-    parser.add_argument("--voice", default=None, metavar="ENGINE:NAME",
-                        help="read every sentence in this voice (default: the six seen voices in turn)")
+    parser.add_argument(
+        "--windows",
+        nargs="+",
+        type=window_setting,
+        default=[(12, 2), (6, 1), (30, 2)],
+        metavar="WINDOW:CONTEXT",
+        help="window and context seconds",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=UNSEEN_SEED, help="seed of the unseen sentences (default: the tests')"
+    )
+    parser.add_argument(
+        "--voice",
+        default=None,
+        metavar="ENGINE:NAME",
+        help="read every sentence in this voice (default: the six seen voices in turn)",
+    )
     args = parser.parse_args(argv)
     voice = None
     if args.voice is not None:
@@ -86,18 +98,36 @@ def main(argv: list[str] | None = None) -> int:
         engines = [speaker.engine for speaker in unseen_speech_voices(count, voice)]
         for engine in sorted(set(engines)) if len(set(engines)) > 1 else []:
             mine = [i for i, other in enumerate(engines) if other == engine]
-            rows.append((f"one sentence at a time, {engine} voices only", " ".join(sentences[i] for i in mine),
-                         " ".join(per_clip[i] for i in mine)))
+            rows.append(
+                (
+                    f"one sentence at a time, {engine} voices only",
+                    " ".join(sentences[i] for i in mine),
+                    " ".join(per_clip[i] for i in mine),
+                )
+            )
         try:  # one window as long as the recording
-            rows.append(("whole recording in one pass", reference,
-                         windowed_text(args.model, hop, audio, len(audio) / SAMPLE_RATE + 1, 0)))
+            rows.append(
+                (
+                    "whole recording in one pass",
+                    reference,
+                    windowed_text(args.model, hop, audio, len(audio) / SAMPLE_RATE + 1, 0),
+                )
+            )
         except ConfigError as error:  # longer than the model's position table: windows only
             print(f"no one-pass row for {count} sentences: {error}", file=sys.stderr)
-        rows += [(f"{window:g} s windows, {context:g} s context", reference,
-                  windowed_text(args.model, hop, audio, window, context)) for window, context in args.windows]
+        rows += [
+            (
+                f"{window:g} s windows, {context:g} s context",
+                reference,
+                windowed_text(args.model, hop, audio, window, context),
+            )
+            for window, context in args.windows
+        ]
         for name, truth, text in rows:
-            print(f"| {count} | {len(audio) / SAMPLE_RATE:.0f} | {name} | {word_error_rate([truth], [text]):.1%} "
-                  f"| {char_error_rate([truth], [text]):.1%} | {len(text.split())} |")
+            print(
+                f"| {count} | {len(audio) / SAMPLE_RATE:.0f} | {name} | {word_error_rate([truth], [text]):.1%} "
+                f"| {char_error_rate([truth], [text]):.1%} | {len(text.split())} |"
+            )
     return 0
 
 

@@ -120,8 +120,18 @@ def worker(args: argparse.Namespace) -> None:
 
 class Worker:
     def __init__(self, name: str, checkpoint: Path, args: argparse.Namespace) -> None:
-        command = [sys.executable, __file__, "--worker", name, "--checkpoint", str(checkpoint),
-                   "--device", args.device, "--threads", str(args.threads)]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--checkpoint",
+            str(checkpoint),
+            "--device",
+            args.device,
+            "--threads",
+            str(args.threads),
+        ]
         self.name = name
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._answer()
@@ -203,7 +213,9 @@ def profile(args: argparse.Namespace, checkpoint: Path, batch: int, seconds: flo
             kind = category(event.key)
             totals[name][kind] = totals[name].get(kind, 0.0) + event.self_cpu_time_total / 1e6
         del run
-    print(f"| self CPU s, {batch} × {seconds:g} s, {args.layers} layers, {args.threads} threads | transformers | ours |")
+    print(
+        f"| self CPU s, {batch} × {seconds:g} s, {args.layers} layers, {args.threads} threads | transformers | ours |"
+    )
     print("|---|---|---|")
     for kind in sorted(totals["transformers"], key=lambda kind: -totals["transformers"][kind]):
         print(f"| {kind} | {totals['transformers'][kind]:.2f} | {totals['ours'].get(kind, 0.0):.2f} |")
@@ -221,15 +233,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--shapes", nargs="+", default=["1x10", "8x10", "1x60", "8x60"],
-                        help="BATCHxSECONDS clip sets to time")
+    parser.add_argument(
+        "--shapes", nargs="+", default=["1x10", "8x10", "1x60", "8x60"], help="BATCHxSECONDS clip sets to time"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; each runner's best call counts")
     parser.add_argument("--int8", action="store_true", help="also time ours with int8 dynamic quantisation (CPU)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time ours with each conformer block torch.compile'd (the first call compiles)")
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also time ours with each conformer block torch.compile'd (the first call compiles)",
+    )
     parser.add_argument("--layers", type=int, default=24, help="fewer for a quick look; 24 is the 0.6b shape")
-    parser.add_argument("--profile", action="store_true",
-                        help="instead of timing, profile one call of each runner on the first shape, by kind of op")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of timing, profile one call of each runner on the first shape, by kind of op",
+    )
     parser.add_argument("--worker", choices=RUNNERS, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -241,8 +260,11 @@ def main() -> None:
     names = [name for name in RUNNERS if optional.get(name, True)]
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
-    print(f"load average {os.getloadavg()}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"{args.threads} threads, torch {torch.__version__}, device {args.device}", file=sys.stderr)
+    print(
+        f"load average {os.getloadavg()}; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{args.threads} threads, torch {torch.__version__}, device {args.device}",
+        file=sys.stderr,
+    )
     peak = matmul_peak_gflops(device)
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = Path(scratch)
@@ -271,9 +293,11 @@ def main() -> None:
         for name in names:
             seconds_taken = wall[(shape, name)]
             gflops = flops[shape] / seconds_taken / 1e9
-            print(f"| {batch} × {seconds:g} s | {name} | {seconds_taken:.2f} | {batch * seconds / seconds_taken:.1f} | "
-                  f"{wall[(shape, 'transformers')] / seconds_taken:.2f} | {gflops:.0f} | {100 * gflops / peak:.0f}% | "
-                  f"{memory[(shape, name)]:.0f} |")
+            print(
+                f"| {batch} × {seconds:g} s | {name} | {seconds_taken:.2f} | {batch * seconds / seconds_taken:.1f} | "
+                f"{wall[(shape, 'transformers')] / seconds_taken:.2f} | {gflops:.0f} | {100 * gflops / peak:.0f}% | "
+                f"{memory[(shape, name)]:.0f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def row(name: str, audio_seconds: float, wall: float, latencies: list[float]) -> str:
-    return (f"| {name} | {audio_seconds / wall:.1f} | {statistics.median(latencies) * 1000:.0f} | "
-            f"{percentile(latencies, 95) * 1000:.0f} |")
+    return (
+        f"| {name} | {audio_seconds / wall:.1f} | {statistics.median(latencies) * 1000:.0f} | "
+        f"{percentile(latencies, 95) * 1000:.0f} |"
+    )
 
 
 def main() -> None:
@@ -56,8 +58,10 @@ def main() -> None:
     clips = [synthesize(text, voices[i % len(voices)]) for i, text in enumerate(sentences)]
     payloads = [flac_bytes(clip) for clip in clips]
     audio_seconds = sum(len(c) for c in clips) / 16000
-    print(f"{len(clips)} clips, {audio_seconds:.0f} s of audio; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"{len(clips)} clips, {audio_seconds:.0f} s of audio; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}"
+    )
 
     model = load_model(args.model)
     model.transcribe(clips[:2])  # warm-up
@@ -78,12 +82,17 @@ def main() -> None:
 
     ray.init(include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
-    serve.run(build_app({"model": args.model, "device": "cpu", "compile": args.compile or None}), name="bench", route_prefix="/")
+    serve.run(
+        build_app({"model": args.model, "device": "cpu", "compile": args.compile or None}),
+        name="bench",
+        route_prefix="/",
+    )
 
     def post(data: bytes) -> float:
         started = time.perf_counter()
-        answer = requests.post(f"http://127.0.0.1:{PORT}/v1/audio/transcriptions", files={"file": ("a.flac", data)},
-                               timeout=600)
+        answer = requests.post(
+            f"http://127.0.0.1:{PORT}/v1/audio/transcriptions", files={"file": ("a.flac", data)}, timeout=600
+        )
         answer.raise_for_status()
         return time.perf_counter() - started
 

@@ -32,24 +32,35 @@ FEED_SECONDS = 0.1
 
 
 def stream_setting(text: str) -> StreamSettings:
-    """"CHUNK:LEFT:LOOKAHEAD" in seconds -> StreamSettings."""
+    """ "CHUNK:LEFT:LOOKAHEAD" in seconds -> StreamSettings."""
     try:
         return StreamSettings(*(float(value) for value in text.split(":")))
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"expected CHUNK:LEFT:LOOKAHEAD in seconds, e.g. 0.8:7.6:1.6, "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected CHUNK:LEFT:LOOKAHEAD in seconds, e.g. 0.8:7.6:1.6, got {text!r}"
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="checkpoint directory (default: the embedded model)")
     parser.add_argument("--sentences", type=int, default=24, help="sentences in the recording")
-    parser.add_argument("--settings", nargs="+", type=stream_setting, metavar="CHUNK:LEFT:LOOKAHEAD",
-                        default=[StreamSettings(), StreamSettings(0.8, 5.6, 3.6), StreamSettings(2.4, 5.6, 2.0)],
-                        help="stream settings in seconds (default: the Serve default and two others)")
-    parser.add_argument("--offline-windows", nargs="*", type=window_setting, default=[(12, 2), (20, 4)],
-                        metavar="WINDOW:CONTEXT",
-                        help="other offline windows to compare with the Serve app's, in seconds")
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        type=stream_setting,
+        metavar="CHUNK:LEFT:LOOKAHEAD",
+        default=[StreamSettings(), StreamSettings(0.8, 5.6, 3.6), StreamSettings(2.4, 5.6, 2.0)],
+        help="stream settings in seconds (default: the Serve default and two others)",
+    )
+    parser.add_argument(
+        "--offline-windows",
+        nargs="*",
+        type=window_setting,
+        default=[(12, 2), (20, 4)],
+        metavar="WINDOW:CONTEXT",
+        help="other offline windows to compare with the Serve app's, in seconds",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     sentences, clips = unseen_speech(args.sentences)
@@ -62,23 +73,32 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"| {args.sentences} sentences, {len(audio) / SAMPLE_RATE:.0f} s | WER | WER against offline | words |")
     print("|---|---|---|---|")
-    print(f"| offline, {featurizer.window_samples / SAMPLE_RATE:g} s windows, "
-          f"{featurizer.context_samples / SAMPLE_RATE:g} s context (the Serve app's) | "
-          f"{word_error_rate([reference], [offline]):.1%} | - | {len(offline.split())} |")
+    print(
+        f"| offline, {featurizer.window_samples / SAMPLE_RATE:g} s windows, "
+        f"{featurizer.context_samples / SAMPLE_RATE:g} s context (the Serve app's) | "
+        f"{word_error_rate([reference], [offline]):.1%} | - | {len(offline.split())} |"
+    )
     hop_length = model.feature_config.hop_length
     for window, context in args.offline_windows:
         text = windowed_text(args.model, hop_length, audio, window, context)
-        print(f"| offline, {window:g} s windows, {context:g} s context | {word_error_rate([reference], [text]):.1%} | "
-              f"{word_error_rate([offline], [text]):.1%} | {len(text.split())} |")
+        print(
+            f"| offline, {window:g} s windows, {context:g} s context | {word_error_rate([reference], [text]):.1%} | "
+            f"{word_error_rate([offline], [text]):.1%} | {len(text.split())} |"
+        )
     feed = round(FEED_SECONDS * SAMPLE_RATE)
     for settings in args.settings:
         pieces = (audio[start : start + feed] for start in range(0, len(audio), feed))
-        events = list(run_stream(Stream(featurizer, decoder, settings), pieces, lambda features: encoder([features])[0]))
+        events = list(
+            run_stream(Stream(featurizer, decoder, settings), pieces, lambda features: encoder([features])[0])
+        )
         text = events[-1]["text"]
-        name = (f"stream {settings.chunk_seconds:g} / {settings.left_context_seconds:g} / "
-                f"{settings.lookahead_seconds:g} s")
-        print(f"| {name} | {word_error_rate([reference], [text]):.1%} | {word_error_rate([offline], [text]):.1%} | "
-              f"{len(text.split())} |")
+        name = (
+            f"stream {settings.chunk_seconds:g} / {settings.left_context_seconds:g} / {settings.lookahead_seconds:g} s"
+        )
+        print(
+            f"| {name} | {word_error_rate([reference], [text]):.1%} | {word_error_rate([offline], [text]):.1%} | "
+            f"{len(text.split())} |"
+        )
     return 0
 
 

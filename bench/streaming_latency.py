@@ -50,8 +50,13 @@ async def one_stream(url: str, audio: np.ndarray, delay: float) -> dict:
             steps += 1
             latencies.append(at - event["end"])
             first = at if first is None else first
-    return {"latencies": latencies, "first": first, "steps": steps, "ok": last is not None and last["type"] == "done",
-            "error": last.get("message") if last and last["type"] == "error" else None}
+    return {
+        "latencies": latencies,
+        "first": first,
+        "steps": steps,
+        "ok": last is not None and last["type"] == "done",
+        "error": last.get("message") if last and last["type"] == "error" else None,
+    }
 
 
 async def run_level(url: str, clips: list[np.ndarray], count: int) -> list[dict]:
@@ -68,9 +73,11 @@ def row(count: int, results: list[dict], seconds: float) -> str:
     chunks_per_step = chunks / max(1.0, float(np.mean([r["steps"] for r in results])))
     errors = sorted({r["error"] for r in results if r["error"]})
     pct = lambda values, q: f"{np.percentile(values, q):.2f}" if values else "-"  # noqa: E731
-    return (f"| {count} | {sum(r['ok'] for r in results)}/{count} | {pct(firsts, 50)} | {pct(first_latency, 50)} | "
-            f"{pct(first_latency, 95)} | {pct(latencies, 50)} | {pct(latencies, 95)} | {chunks_per_step:.1f} | "
-            f"{'; '.join(errors) or '-'} |")
+    return (
+        f"| {count} | {sum(r['ok'] for r in results)}/{count} | {pct(firsts, 50)} | {pct(first_latency, 50)} | "
+        f"{pct(first_latency, 95)} | {pct(latencies, 50)} | {pct(latencies, 95)} | {chunks_per_step:.1f} | "
+        f"{'; '.join(errors) or '-'} |"
+    )
 
 
 def main() -> None:
@@ -78,12 +85,16 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per stream")
-    parser.add_argument("--encoder-threads", type=int, default=None, help="torch threads of the encoder (default: all cores)")
+    parser.add_argument(
+        "--encoder-threads", type=int, default=None, help="torch threads of the encoder (default: all cores)"
+    )
     args = parser.parse_args()
 
     clips = [speech(args.seconds, seed) for seed in range(8)]
-    print(f"{args.seconds:.0f} s per stream; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"{args.seconds:.0f} s per stream; {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at start"
+    )
 
     import ray
     from ray import serve
@@ -91,7 +102,9 @@ def main() -> None:
     from deployments.app import build_app
 
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR"
+    )  # its own Ray, not a cluster's
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     options = {"model": args.model, "device": "cpu", "encoder_threads": args.encoder_threads}
     serve.run(build_app(options), name="bench", route_prefix="/")
@@ -102,12 +115,17 @@ def main() -> None:
         started = time.monotonic()
         results = asyncio.run(run_level(url, clips, count))
         rows.append(row(count, results, args.seconds))
-        print(f"{count} streams: {time.monotonic() - started:.0f} s wall, load average {os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{count} streams: {time.monotonic() - started:.0f} s wall, load average {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
     serve.shutdown()
     ray.shutdown()
 
-    print("\n| streams | completed | first partial, s after start (p50) | first-partial latency p50 s | p95 s "
-          "| per-chunk latency p50 s | p95 s | chunks per step | errors |")
+    print(
+        "\n| streams | completed | first partial, s after start (p50) | first-partial latency p50 s | p95 s "
+        "| per-chunk latency p50 s | p95 s | chunks per step | errors |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 

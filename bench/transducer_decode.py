@@ -55,23 +55,27 @@ def main() -> None:
     network = ParakeetTransducer(config).eval()
     frames = int(args.seconds * FRAMES_PER_SECOND)
     threads = torch.get_num_threads()
-    print(f"{platform.machine()}, torch {torch.__version__}, encoder on {threads} threads, decoding on 1, "
-          f"{args.seconds:.0f} s per utterance, vocab {args.vocab_size}\n")
+    print(
+        f"{platform.machine()}, torch {torch.__version__}, encoder on {threads} threads, decoding on 1, "
+        f"{args.seconds:.0f} s per utterance, vocab {args.vocab_size}\n"
+    )
     print("| batch | encoder s | decode s, all blank | decode s, a token every frame | decode / encoder |")
     print("|---|---|---|---|---|")
     for batch in (1, 8):
         features, lengths = torch.randn(batch, frames, encoder.num_mel_bins), torch.full((batch,), frames)
         torch.set_num_threads(threads)
         with torch.inference_mode():
-            encoder_seconds = timed(lambda: network(features, lengths), repeats=2)
+            encoder_seconds = timed(lambda: network(features, lengths), repeats=2)  # noqa: B023, timed at once
             encoded, encoded_lengths = network(features, lengths)
         torch.set_num_threads(1)
         decode_seconds = []
         for token in (config.blank_id, 5):
             pin_joint(network, token)
-            decode_seconds.append(timed(lambda: greedy_transducer(network, encoded, encoded_lengths)))
-        print(f"| {batch} | {encoder_seconds:.2f} | {decode_seconds[0]:.3f} | {decode_seconds[1]:.3f} | "
-              f"{decode_seconds[0] / encoder_seconds:.1%} - {decode_seconds[1] / encoder_seconds:.1%} |")
+            decode_seconds.append(timed(lambda: greedy_transducer(network, encoded, encoded_lengths)))  # noqa: B023
+        print(
+            f"| {batch} | {encoder_seconds:.2f} | {decode_seconds[0]:.3f} | {decode_seconds[1]:.3f} | "
+            f"{decode_seconds[0] / encoder_seconds:.1%} - {decode_seconds[1] / encoder_seconds:.1%} |"
+        )
 
 
 if __name__ == "__main__":

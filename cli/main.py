@@ -12,9 +12,11 @@ def convert(args: argparse.Namespace) -> int:
     from model.nemo import convert_nemo
 
     model = convert_nemo(args.nemo_file, args.output)
-    print(f"parakeet: wrote {type(model.config).__name__.removesuffix('Config')} model "
-          f"({sum(p.numel() for p in model.network.parameters()) / 1e6:.1f} M parameters) to {args.output}",
-          file=sys.stderr)
+    print(
+        f"parakeet: wrote {type(model.config).__name__.removesuffix('Config')} model "
+        f"({sum(p.numel() for p in model.network.parameters()) / 1e6:.1f} M parameters) to {args.output}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -31,8 +33,11 @@ def serve(args: argparse.Namespace) -> int:
     app = build_app({"model": args.model, "device": args.device, "compile": compile_encoder})
     ray_serve.start(http_options={"host": args.host, "port": args.port})
     ray_serve.run(app, name="parakeet", route_prefix="/")
-    print(f"parakeet: serving on http://{args.host}:{args.port} (POST /v1/audio/transcriptions); Ctrl-C stops",
-          file=sys.stderr, flush=True)
+    print(
+        f"parakeet: serving on http://{args.host}:{args.port} (POST /v1/audio/transcriptions); Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         while True:
             time.sleep(3600)
@@ -53,8 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_arguments(command)
     command.set_defaults(run=transcribe.execute)
 
-    command = commands.add_parser("convert", help="convert a NeMo .nemo checkpoint (CTC, RNN-T, TDT) into the "
-                                  "Hugging Face layout that --model takes")
+    command = commands.add_parser(
+        "convert",
+        help="convert a NeMo .nemo checkpoint (CTC, RNN-T, TDT) into the Hugging Face layout that --model takes",
+    )
     command.add_argument("nemo_file", metavar="NEMO_FILE")
     command.add_argument("output", metavar="OUT_DIR")
     command.set_defaults(run=convert)
@@ -63,10 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
     command.add_argument("--host", default="127.0.0.1")
     command.add_argument("--port", type=int, default=8000)
-    command.add_argument("--device", choices=DEVICES, default="auto",
-                         help="encoder device; auto uses GPUs when the cluster has them")
-    command.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                         help="torch.compile the encoder: auto compiles on cuda only (CPU warm-up takes minutes)")
+    command.add_argument(
+        "--device", choices=DEVICES, default="auto", help="encoder device; auto uses GPUs when the cluster has them"
+    )
+    command.add_argument(
+        "--compile",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="torch.compile the encoder: auto compiles on cuda only (CPU warm-up takes minutes)",
+    )
     command.set_defaults(run=serve)
 
     command = commands.add_parser("stream", help="play an audio file to a server's realtime endpoint, print its events")

@@ -25,13 +25,25 @@ SUFFIXES = {"text": ".txt", "json": ".json", "srt": ".srt", "vtt": ".vtt"}
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, ogg, mp3, ...)")
     parser.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
-    parser.add_argument("--format", choices=FORMATS, default="text",
-                        help="text: one line per file; json: one JSON object per line; srt, vtt: subtitles")
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help="write one file per input here (NAME.txt, .json, .srt or .vtt) instead of to stdout; "
-                             "needed for srt and vtt of several files")
-    parser.add_argument("--batch-size", type=positive_int, default=Buckets().max_batch_size,
-                        help="windows encoded together (default: %(default)s)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="text",
+        help="text: one line per file; json: one JSON object per line; srt, vtt: subtitles",
+    )
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="write one file per input here (NAME.txt, .json, .srt or .vtt) instead of to stdout; "
+        "needed for srt and vtt of several files",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=Buckets().max_batch_size,
+        help="windows encoded together (default: %(default)s)",
+    )
     parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
 
 

@@ -21,7 +21,8 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     The encoder's and decoder's batching is their `user_config`, so a config change reaches running replicas."""
     config = AppConfig.from_dict(args)
     device = resolve_device(config.device)
-    encoder = EncoderDeployment.options(ray_actor_options=encoder_resources(device),
-                                        user_config=asdict(ENCODER_BATCHING)).bind(config, device)
+    encoder = EncoderDeployment.options(
+        ray_actor_options=encoder_resources(device), user_config=asdict(ENCODER_BATCHING)
+    ).bind(config, device)
     decoder = DecoderDeployment.options(user_config=asdict(DECODER_BATCHING)).bind(config)
     return Transcriber.bind(FeaturizerDeployment.bind(config), encoder, decoder, config)

@@ -49,7 +49,7 @@ class AppConfig:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         object.__setattr__(self, "frame_counts", tuple(self.frame_counts))
-        self.buckets  # validates them
+        Buckets(self.batch_sizes, self.frame_counts)  # raises ValueError for bad buckets
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> AppConfig:

@@ -44,25 +44,39 @@ class EncoderDeployment:
         # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.encoder = self._executor.submit(
-            Encoder.from_pretrained, config.model, config.buckets, device, config.torch_dtype(device), config.compiles_on(device)
+            Encoder.from_pretrained,
+            config.model,
+            config.buckets,
+            device,
+            config.torch_dtype(device),
+            config.compiles_on(device),
         ).result()
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
         self.reconfigure(asdict(ENCODER_BATCHING))
-        self.fill_ratio = Histogram("parakeet_encoder_batch_fill_ratio", boundaries=RATIO_BOUNDARIES,
-                                    description="Share of a padded batch that real feature frames fill.")
-        self.batch_size = Histogram("parakeet_encoder_batch_size", boundaries=[1, 2, 4, 8, 16, 32, 64],
-                                    description="Windows per encoder batch.")
-        self.queue_wait = Histogram("parakeet_encoder_queue_wait_seconds", boundaries=SECONDS_BOUNDARIES,
-                                    description="Time a window waits at the encoder before its batch starts.")
+        self.fill_ratio = Histogram(
+            "parakeet_encoder_batch_fill_ratio",
+            boundaries=RATIO_BOUNDARIES,
+            description="Share of a padded batch that real feature frames fill.",
+        )
+        self.batch_size = Histogram(
+            "parakeet_encoder_batch_size", boundaries=[1, 2, 4, 8, 16, 32, 64], description="Windows per encoder batch."
+        )
+        self.queue_wait = Histogram(
+            "parakeet_encoder_queue_wait_seconds",
+            boundaries=SECONDS_BOUNDARIES,
+            description="Time a window waits at the encoder before its batch starts.",
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batching (deployments.config.Batching) from the deployment's `user_config`; at most the largest bucket."""
         batching = Batching.from_dict(user_config)
         largest = self.encoder.buckets.max_batch_size
         if (batching.max_batch_size or largest) > largest:
-            raise ValueError(f"Encoder max_batch_size {batching.max_batch_size} exceeds the largest batch bucket "
-                             f"({largest}); add a larger one to batch_sizes")
+            raise ValueError(
+                f"Encoder max_batch_size {batching.max_batch_size} exceeds the largest batch bucket "
+                f"({largest}); add a larger one to batch_sizes"
+            )
         self._encode_batch.set_max_batch_size(batching.max_batch_size or largest)
         self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 

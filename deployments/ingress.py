@@ -61,7 +61,9 @@ async def _limit_upload_size(request: Request, call_next):
     limit = getattr(request.app.state, "max_upload_bytes", None)
     length = request.headers.get("content-length")
     if limit and length and length.isdigit() and int(length) > limit:
-        return error_response(413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "too_large")
+        return error_response(
+            413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "too_large"
+        )
     return await call_next(request)
 
 
@@ -84,24 +86,32 @@ async def call_stage(stage: DeploymentHandle, *args: Any) -> Any:
             return await stage.remote(*args)
         except RayActorError as err:
             lost = err
-    raise StageUnavailableError(f"{stage.deployment_name} lost its replica {STAGE_ATTEMPTS} times in a row "
-                                f"({type(lost).__name__}); retry the request") from lost
+    raise StageUnavailableError(
+        f"{stage.deployment_name} lost its replica {STAGE_ATTEMPTS} times in a row "
+        f"({type(lost).__name__}); retry the request"
+    ) from lost
 
 
 @serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
 @serve.ingress(app)
 class Transcriber:
-    def __init__(self, featurizer: DeploymentHandle, encoder: DeploymentHandle, decoder: DeploymentHandle,
-                 config: AppConfig) -> None:
+    def __init__(
+        self, featurizer: DeploymentHandle, encoder: DeploymentHandle, decoder: DeploymentHandle, config: AppConfig
+    ) -> None:
         self.featurizer, self.encoder, self.decoder = featurizer, encoder, decoder
         self.config = config
         app.state.max_upload_bytes = config.max_upload_bytes
         self.audio_seconds = Counter("parakeet_audio_seconds_total", description="Seconds of audio transcribed.")
-        self.rtfx = Histogram("parakeet_request_rtfx", boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
-                              description="Audio seconds per wall-clock second of a request, end to end.")
+        self.rtfx = Histogram(
+            "parakeet_request_rtfx",
+            boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+            description="Audio seconds per wall-clock second of a request, end to end.",
+        )
         # Streams cut their windows here (log-mel of a few seconds is cheap) and decode here: one hop per window.
         torch.set_num_threads(1)  # many small windows from many streams, in threads off the event loop
-        self.stream_featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
+        self.stream_featurizer = Featurizer.from_pretrained(
+            config.model, config.buckets.max_frames, config.context_seconds
+        )
         self.stream_decoder = Decoder.from_pretrained(config.model)
         self.live_streams = 0
         self.live_streams_gauge = Gauge("parakeet_live_streams", description="Open /v1/realtime sessions.")
@@ -115,7 +125,9 @@ class Transcriber:
         except AudioError as err:
             raise original_error(err) from None
 
-    async def transcribe(self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio") -> Transcript:
+    async def transcribe(
+        self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio"
+    ) -> Transcript:
         """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript.
 
         Raises AudioError, its message starting with `name`, for audio that cannot be decoded, and
@@ -142,15 +154,17 @@ class Transcriber:
         stream: bool = Form(False, description="server-sent events: each segment as soon as it is decoded"),
     ) -> Response:
         if response_format not in RESPONSE_FORMATS:
-            raise RequestError(400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
-                                    f"got {response_format!r}")
+            raise RequestError(
+                400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}"
+            )
         unknown = sorted(set(timestamp_granularities) - set(GRANULARITIES))
         if unknown:
             raise RequestError(400, f"timestamp_granularities[] must be word and/or segment, got {', '.join(unknown)}")
         data = await file.read()
         if len(data) > self.config.max_upload_bytes:
-            raise RequestError(413, f"file of {len(data)} bytes exceeds the limit of {self.config.max_upload_bytes} bytes",
-                               "too_large")
+            raise RequestError(
+                413, f"file of {len(data)} bytes exceeds the limit of {self.config.max_upload_bytes} bytes", "too_large"
+            )
         try:
             if stream:
                 return await self.stream_upload(data, file.filename or "file")
@@ -171,8 +185,9 @@ class Transcriber:
     async def stream_upload(self, data: bytes, name: str) -> StreamingResponse:
         """Featurize the whole upload (so bad audio still gets its 4xx), then stream its windows' words."""
         featurized = await self.featurize(data, SAMPLE_RATE, name)
-        events = realtime.upload_events(featurized, Committer(self.stream_decoder), self.encode,
-                                        in_flight=self.config.buckets.max_batch_size)
+        events = realtime.upload_events(
+            featurized, Committer(self.stream_decoder), self.encode, in_flight=self.config.buckets.max_batch_size
+        )
         return StreamingResponse(events, media_type="text/event-stream")
 
     @app.websocket("/v1/realtime")
@@ -201,4 +216,7 @@ class Transcriber:
 
     @app.get("/v1/models")
     async def models(self) -> dict:
-        return {"object": "list", "data": [{"id": self.config.model_name, "object": "model", "owned_by": "parakeet-serve"}]}
+        return {
+            "object": "list",
+            "data": [{"id": self.config.model_name, "object": "model", "owned_by": "parakeet-serve"}],
+        }

@@ -42,7 +42,9 @@ def parse_query(params: Mapping[str, str]) -> tuple[int, StreamSettings]:
         try:
             values[name] = kind(params.get(name, default))
         except ValueError:
-            raise StreamError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {params[name]!r}") from None
+            raise StreamError(
+                f"{name} must be {'an integer' if kind is int else 'a number'}, got {params[name]!r}"
+            ) from None
     return values.pop("sample_rate"), StreamSettings(**values)
 
 
@@ -56,15 +58,17 @@ def check_end(text: str) -> None:
         raise StreamError(f"text frames must be {END_MESSAGE}, got {text[:80]!r}; send audio as binary frames")
 
 
-async def receive_audio(websocket: WebSocket, stream: Stream, pcm: PCMStream, arrived: asyncio.Event,
-                        idle_timeout: float) -> None:
+async def receive_audio(
+    websocket: WebSocket, stream: Stream, pcm: PCMStream, arrived: asyncio.Event, idle_timeout: float
+) -> None:
     """Feed the client's PCM frames into `stream` until its end message."""
     while True:
         try:
             message = await asyncio.wait_for(websocket.receive(), idle_timeout)
         except asyncio.TimeoutError:
-            raise StreamError(f"no frame for {idle_timeout:g} s: send audio as it is recorded and {END_MESSAGE} "
-                              f"when done") from None
+            raise StreamError(
+                f"no frame for {idle_timeout:g} s: send audio as it is recorded and {END_MESSAGE} when done"
+            ) from None
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         if message.get("bytes") is not None:
@@ -100,11 +104,15 @@ def close_reason(message: str) -> str:
     return message.encode()[:123].decode(errors="ignore")
 
 
-async def run_session(websocket: WebSocket, stream: Stream, pcm: PCMStream, encode: Encode, idle_timeout: float) -> None:
+async def run_session(
+    websocket: WebSocket, stream: Stream, pcm: PCMStream, encode: Encode, idle_timeout: float
+) -> None:
     """One accepted WebSocket session, from the first frame to the close, however it ends."""
     arrived = asyncio.Event()
-    tasks = [asyncio.create_task(receive_audio(websocket, stream, pcm, arrived, idle_timeout)),
-             asyncio.create_task(transcribe_audio(websocket, stream, encode, arrived))]
+    tasks = [
+        asyncio.create_task(receive_audio(websocket, stream, pcm, arrived, idle_timeout)),
+        asyncio.create_task(transcribe_audio(websocket, stream, encode, arrived)),
+    ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
@@ -120,14 +128,18 @@ async def run_session(websocket: WebSocket, stream: Stream, pcm: PCMStream, enco
             await close_with_error(websocket, str(failure), CLIENT_ERROR)
         else:
             logger.error("realtime stream failed", exc_info=failure)
-            await close_with_error(websocket, f"transcription failed: {type(failure).__name__}: {failure}", SERVER_ERROR)
+            await close_with_error(
+                websocket, f"transcription failed: {type(failure).__name__}: {failure}", SERVER_ERROR
+            )
 
 
 def sse(event: Event) -> str:
     return f"data: {json.dumps(event)}\n\n"
 
 
-async def upload_events(featurized: FeaturizedAudio, committer: Committer, encode: Encode, in_flight: int) -> AsyncIterator[str]:
+async def upload_events(
+    featurized: FeaturizedAudio, committer: Committer, encode: Encode, in_flight: int
+) -> AsyncIterator[str]:
     """Server-sent `final` events for an upload's windows in order, as each is encoded, then `done`.
 
     At most `in_flight` windows are at the encoder at once, so a long file neither floods it nor waits for all of

@@ -37,9 +37,16 @@ class Parakeet:
     through the one pipeline every runner shares (model.stages), so long audio is windowed as the Serve app and the
     batch job window it."""
 
-    def __init__(self, config: ModelConfig, feature_config: FeatureConfig, network: Network, tokenizer: Tokenizer,
-                 buckets: Buckets = Buckets(), context_seconds: float = DEFAULT_CONTEXT_SECONDS,
-                 compile: bool = False) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        feature_config: FeatureConfig,
+        network: Network,
+        tokenizer: Tokenizer,
+        buckets: Buckets = Buckets(),
+        context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+        compile: bool = False,
+    ) -> None:
         if tokenizer.vocab_size != config.vocab_size:
             raise checkpoint.CheckpointError(
                 f"tokenizer has {tokenizer.vocab_size} tokens but config.json says vocab_size={config.vocab_size}"
@@ -66,15 +73,18 @@ class Parakeet:
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
-    def transcribe_each(self, inputs: AudioSource | Sequence[AudioSource],
-                        sample_rate: int = SAMPLE_RATE) -> Iterator[Transcript | AudioError]:
+    def transcribe_each(
+        self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE
+    ) -> Iterator[Transcript | AudioError]:
         """Like `transcribe`, but yields each input's result as soon as it is ready, in order: its Transcript, or
         the AudioError its audio raised, so one bad input does not stop the others."""
         return self.pipeline.transcribe_each(
             ((source, source_name(source, index)) for index, source in enumerate(as_inputs(inputs))), sample_rate
         )
 
-    def transcribe(self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE) -> list[Transcript]:
+    def transcribe(
+        self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE
+    ) -> list[Transcript]:
         """Numpy arrays at `sample_rate`, encoded bytes or audio file paths -> one Transcript each, in order.
 
         Audio longer than the largest window (30 s by default) is cut into overlapping windows joined at their seams;
@@ -141,7 +151,14 @@ def load_model(
             warnings.filterwarnings("ignore", "torch.quantize_per_tensor", UserWarning)
             torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
         gc.collect()  # the float32 Linear modules it replaced sit in reference cycles: free their memory now
-    model = Parakeet(config, feature_config, network.to(device, dtype), checkpoint.read_tokenizer(directory, config),
-                     buckets, context_seconds, compile)
+    model = Parakeet(
+        config,
+        feature_config,
+        network.to(device, dtype),
+        checkpoint.read_tokenizer(directory, config),
+        buckets,
+        context_seconds,
+        compile,
+    )
     model.name = checkpoint.model_name(name_or_path)
     return model

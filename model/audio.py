@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile
@@ -17,7 +16,7 @@ import soxr
 SAMPLE_RATE = 16_000  # Hz; every Parakeet checkpoint is trained at 16 kHz
 MIN_STREAM_RATE, MAX_STREAM_RATE = 8_000, 192_000  # Hz; the rates a PCM stream may arrive at
 
-AudioSource = Union[str, os.PathLike, bytes, np.ndarray]
+AudioSource = str | os.PathLike | bytes | np.ndarray
 
 
 class AudioError(ValueError):
@@ -29,7 +28,13 @@ class UnsupportedFormatError(AudioError):
 
 
 # Leading bytes of audio containers libsndfile cannot read, so they get a specific error instead of "corrupt".
-UNSUPPORTED_CONTAINERS = {b"ftyp": "MP4/M4A/AAC", b"\x1aE\xdf\xa3": "WebM/Matroska", b"#!AMR": "AMR", b"\xff\xf1": "ADTS AAC", b"\xff\xf9": "ADTS AAC"}
+UNSUPPORTED_CONTAINERS = {
+    b"ftyp": "MP4/M4A/AAC",
+    b"\x1aE\xdf\xa3": "WebM/Matroska",
+    b"#!AMR": "AMR",
+    b"\xff\xf1": "ADTS AAC",
+    b"\xff\xf9": "ADTS AAC",
+}
 
 
 def unsupported_container(data: bytes) -> str | None:
@@ -137,12 +142,16 @@ class PCMStream:
         if not MIN_STREAM_RATE <= sample_rate <= MAX_STREAM_RATE:
             raise AudioError(f"sample_rate must be {MIN_STREAM_RATE} to {MAX_STREAM_RATE} Hz, got {sample_rate}")
         self.sample_rate = sample_rate
-        self._resampler = None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, "float32", "HQ")
+        self._resampler = (
+            None if sample_rate == SAMPLE_RATE else soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, "float32", "HQ")
+        )
 
     def __call__(self, data: bytes, last: bool = False) -> np.ndarray:
         """The next piece of PCM bytes (`last`: the stream ends with it) -> its float32 samples at SAMPLE_RATE."""
         if len(data) % 2:
-            raise AudioError(f"a PCM frame must hold whole 16-bit samples (an even number of bytes), got {len(data)} bytes")
+            raise AudioError(
+                f"a PCM frame must hold whole 16-bit samples (an even number of bytes), got {len(data)} bytes"
+            )
         samples = np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
         if self._resampler is None:
             return samples

@@ -24,7 +24,15 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"  # tells transformers which tokenizer class and blank to use
 PROCESSOR_FILE = "processor_config.json"  # transformers >= 5 nests the feature extractor's settings here
 GENERATION_FILE = "generation_config.json"  # transformers' generate() settings; transducers need them
-HUB_FILES = [CONFIG_FILE, PREPROCESSOR_FILE, PROCESSOR_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "*.safetensors", WEIGHTS_INDEX_FILE]
+HUB_FILES = [
+    CONFIG_FILE,
+    PREPROCESSOR_FILE,
+    PROCESSOR_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    "*.safetensors",
+    WEIGHTS_INDEX_FILE,
+]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default"  # the small model the project trains and ships
 DEFAULT_MODEL_NAME = "parakeet-ctc-default"  # how the embedded model is named to users (outputs, /v1/models)
@@ -87,7 +95,9 @@ def weight_files(directory: Path) -> list[Path]:
             raise CheckpointError(f"{index}: not a safetensors index ({err})") from None
         missing = [name for name in shards if not (directory / name).is_file()]
         if missing:
-            raise CheckpointError(f"{directory}: shards named in {WEIGHTS_INDEX_FILE} are missing: {', '.join(missing)}")
+            raise CheckpointError(
+                f"{directory}: shards named in {WEIGHTS_INDEX_FILE} are missing: {', '.join(missing)}"
+            )
         return [directory / name for name in shards]
     raise CheckpointError(f"{directory}: neither {WEIGHTS_FILE} nor {WEIGHTS_INDEX_FILE} found")
 

@@ -89,9 +89,10 @@ class EncoderConfig:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
-        if self.subsampling_conv_stride ** self.num_subsampling_layers != self.subsampling_factor:
+        if self.subsampling_conv_stride**self.num_subsampling_layers != self.subsampling_factor:
             raise ConfigError(
-                f"subsampling_factor {self.subsampling_factor} is not a power of the stride {self.subsampling_conv_stride}"
+                f"subsampling_factor {self.subsampling_factor} is not a power of the stride "
+                f"{self.subsampling_conv_stride}"
             )
 
     @property
@@ -128,7 +129,9 @@ class CTCConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.pad_token_id < self.vocab_size:
-            raise ConfigError(f"pad_token_id (the CTC blank) {self.pad_token_id} is outside vocab_size {self.vocab_size}")
+            raise ConfigError(
+                f"pad_token_id (the CTC blank) {self.pad_token_id} is outside vocab_size {self.vocab_size}"
+            )
 
     @property
     def blank_id(self) -> int:
@@ -174,8 +177,9 @@ class RNNTConfig:
         if self.max_symbols_per_step < 1:
             raise ConfigError(f"max_symbols_per_step must be at least 1, got {self.max_symbols_per_step}")
         if (self.model_type == TDTConfig.model_type) != bool(self.durations) or min(self.durations, default=0) < 0:
-            raise ConfigError(f"{self.model_type}: durations {list(self.durations)} must be frame counts >= 0, "
-                              "present for TDT only")
+            raise ConfigError(
+                f"{self.model_type}: durations {list(self.durations)} must be frame counts >= 0, present for TDT only"
+            )
 
     @property
     def blank_id(self) -> int:
@@ -191,14 +195,22 @@ class RNNTConfig:
         values["encoder_config"] = self.encoder_config.to_dict()
         if not self.durations:
             del values["durations"]
-        return {"architectures": [self.architecture], "model_type": self.model_type, "is_encoder_decoder": True, **values}
+        return {
+            "architectures": [self.architecture],
+            "model_type": self.model_type,
+            "is_encoder_decoder": True,
+            **values,
+        }
 
     def generation_dict(self) -> dict[str, Any]:
         """`generation_config.json`, so that transformers' generate() starts from the blank, as we decode, and
         never takes a duration output for a token."""
         vocab = self.vocab_size
-        return {"decoder_start_token_id": self.blank_token_id, "pad_token_id": self.pad_token_id,
-                "suppress_tokens": list(range(vocab, vocab + len(self.durations)))}
+        return {
+            "decoder_start_token_id": self.blank_token_id,
+            "pad_token_id": self.pad_token_id,
+            "suppress_tokens": list(range(vocab, vocab + len(self.durations))),
+        }
 
 
 @dataclass(frozen=True)

@@ -90,8 +90,9 @@ def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths
     frame = torch.zeros(batch, dtype=torch.long, device=encoded.device)
     symbols = torch.zeros_like(frame)  # emissions in a row at the current frame
     # Every hypothesis starts from the blank, as in NeMo (whose blank embedding is the zero padding row).
-    predicted, (hidden, cell) = network.decoder(torch.full_like(frame, config.blank_id),
-                                                network.decoder.initial_state(batch))
+    predicted, (hidden, cell) = network.decoder(
+        torch.full_like(frame, config.blank_id), network.decoder.initial_state(batch)
+    )
     steps = []
     active = frame < lengths
     while active.any():
@@ -117,8 +118,9 @@ def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths
     if not steps:
         return [[] for _ in range(batch)]
     table = torch.stack(steps, dim=1).cpu()  # (B, steps, [token, frame, advance, emitted])
-    return [[Emission(token, frame, advance) for token, frame, advance, emitted in row if emitted]
-            for row in table.tolist()]
+    return [
+        [Emission(token, frame, advance) for token, frame, advance, emitted in row if emitted] for row in table.tolist()
+    ]
 
 
 def greedy_spans(network: Network, output: torch.Tensor, lengths: torch.Tensor) -> list[list[TokenSpan]]:
@@ -140,7 +142,9 @@ def words_from_spans(spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds
     for group in groups:
         text = tokenizer.decode([span.token_id for span in group]).strip()
         if text:
-            words.append(Word(text, round(group[0].start * frame_seconds, 3), round((group[-1].end + 1) * frame_seconds, 3)))
+            words.append(
+                Word(text, round(group[0].start * frame_seconds, 3), round((group[-1].end + 1) * frame_seconds, 3))
+            )
     return words
 
 

@@ -35,7 +35,11 @@ class Subsampling(nn.Module):
         # ReLUs stay in the list so the conv indices match the checkpoint's `layers.N` names.
         layers: list[nn.Module] = [nn.Conv2d(1, channels, **conv), nn.ReLU()]
         for _ in range(config.num_subsampling_layers - 1):
-            layers += [nn.Conv2d(channels, channels, groups=channels, **conv), nn.Conv2d(channels, channels, 1), nn.ReLU()]
+            layers += [
+                nn.Conv2d(channels, channels, groups=channels, **conv),
+                nn.Conv2d(channels, channels, 1),
+                nn.ReLU(),
+            ]
         self.layers = nn.ModuleList(layers)
         mel_bins_out = config.num_mel_bins // config.subsampling_factor
         self.linear = nn.Linear(channels * mel_bins_out, config.hidden_size)
@@ -151,7 +155,9 @@ def relative_shift(scores: torch.Tensor) -> torch.Tensor:
     batch_stride, head_stride, row_stride, _ = scores.stride()
     time = scores.shape[2]
     return scores.as_strided(
-        (*scores.shape[:2], time, time), (batch_stride, head_stride, row_stride - 1, 1), scores.storage_offset() + time - 1
+        (*scores.shape[:2], time, time),
+        (batch_stride, head_stride, row_stride - 1, 1),
+        scores.storage_offset() + time - 1,
     )
 
 
@@ -162,7 +168,9 @@ class ConvolutionModule(nn.Module):
         super().__init__()
         channels, kernel, bias = config.hidden_size, config.conv_kernel_size, config.convolution_bias
         self.pointwise_conv1 = nn.Conv1d(channels, 2 * channels, 1, bias=bias)
-        self.depthwise_conv = nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2, groups=channels, bias=bias)
+        self.depthwise_conv = nn.Conv1d(
+            channels, channels, kernel, padding=(kernel - 1) // 2, groups=channels, bias=bias
+        )
         self.norm = nn.BatchNorm1d(channels)
         self.activation = ACTIVATIONS[config.hidden_act]()
         self.pointwise_conv2 = nn.Conv1d(channels, channels, 1, bias=bias)

@@ -82,9 +82,11 @@ class PredictionNetwork(nn.Module):
         hidden, cell = state
         x, hiddens, cells = self.embedding(tokens), [], []
         for layer in range(self.lstm.num_layers):
-            gates = (F.linear(x, getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"bias_ih_l{layer}"))
-                     + F.linear(hidden[layer], getattr(self.lstm, f"weight_hh_l{layer}"),
-                                getattr(self.lstm, f"bias_hh_l{layer}")))
+            gates = F.linear(
+                x, getattr(self.lstm, f"weight_ih_l{layer}"), getattr(self.lstm, f"bias_ih_l{layer}")
+            ) + F.linear(
+                hidden[layer], getattr(self.lstm, f"weight_hh_l{layer}"), getattr(self.lstm, f"bias_hh_l{layer}")
+            )
             input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=-1)
             cells.append(torch.sigmoid(forget_gate) * cell[layer] + torch.sigmoid(input_gate) * torch.tanh(candidate))
             x = torch.sigmoid(output_gate) * torch.tanh(cells[-1])
@@ -98,7 +100,9 @@ class JointNetwork(nn.Module):
     def __init__(self, config: RNNTConfig) -> None:
         super().__init__()
         if config.hidden_act not in ACTIVATIONS:
-            raise ConfigError(f"hidden_act {config.hidden_act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(
+                f"hidden_act {config.hidden_act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}"
+            )
         self.activation = ACTIVATIONS[config.hidden_act]()
         self.head = nn.Linear(config.decoder_hidden_size, config.vocab_size + len(config.durations))
 

@@ -61,7 +61,9 @@ def read_nemo(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], byte
             members = {Path(m.name).name: m for m in archive.getmembers() if m.isfile()}
             missing = [name for name in (CONFIG_MEMBER, WEIGHTS_MEMBER) if name not in members]
             if missing:
-                raise NemoError(f"{path}: no {' or '.join(missing)} in the archive (it holds {', '.join(sorted(members))})")
+                raise NemoError(
+                    f"{path}: no {' or '.join(missing)} in the archive (it holds {', '.join(sorted(members))})"
+                )
             config = yaml.safe_load(archive.extractfile(members[CONFIG_MEMBER]))
             weights = archive.extractfile(members[WEIGHTS_MEMBER]).read()
             tokenizer = archive.extractfile(members[tokenizer_member(path, config, members)]).read()
@@ -78,8 +80,10 @@ def tokenizer_member(path: Path, config: dict[str, Any], members: dict[str, tarf
         return named
     candidates = [name for name in members if name.endswith(".model")]
     if len(candidates) != 1:
-        raise NemoError(f"{path}: cannot tell which SentencePiece model is the tokenizer (found {candidates or 'none'});"
-                        " only BPE-tokenized models are supported")
+        raise NemoError(
+            f"{path}: cannot tell which SentencePiece model is the tokenizer (found {candidates or 'none'});"
+            " only BPE-tokenized models are supported"
+        )
     return candidates[0]
 
 
@@ -105,8 +109,11 @@ def feature_config(preprocessor: dict[str, Any]) -> FeatureConfig:
 
 
 def encoder_config(encoder: dict[str, Any]) -> EncoderConfig:
-    for key, supported in (("subsampling", "dw_striding"), ("self_attention_model", "rel_pos"),
-                           ("conv_norm_type", "batch_norm")):
+    for key, supported in (
+        ("subsampling", "dw_striding"),
+        ("self_attention_model", "rel_pos"),
+        ("conv_norm_type", "batch_norm"),
+    ):
         if encoder.get(key, supported) != supported:
             raise NemoError(f"encoder {key}={encoder[key]!r} is not supported (only {supported})")
     hidden = encoder["d_model"]
@@ -143,10 +150,13 @@ def model_config(config: dict[str, Any], state: dict[str, torch.Tensor]) -> Mode
     prediction, joint = config["decoder"].get("prednet", {}), config["joint"].get("jointnet", {})
     hidden = prediction.get("pred_hidden", 640)
     if joint.get("joint_hidden", hidden) != hidden:
-        raise NemoError(f"joint_hidden {joint['joint_hidden']} differs from pred_hidden {hidden}; the Hugging Face "
-                        "layout has one size for both")
-    durations = (config.get("model_defaults", {}).get("tdt_durations") or config.get("decoding", {}).get("durations")
-                 or [])
+        raise NemoError(
+            f"joint_hidden {joint['joint_hidden']} differs from pred_hidden {hidden}; the Hugging Face "
+            "layout has one size for both"
+        )
+    durations = (
+        config.get("model_defaults", {}).get("tdt_durations") or config.get("decoding", {}).get("durations") or []
+    )
     kind = TDTConfig if durations else RNNTConfig
     return kind(
         vocab_size=len(labels) + 1,
@@ -179,16 +189,24 @@ def sentencepiece_to_tokenizers(model: bytes) -> _Tokenizer:
     try:
         from sentencepiece import sentencepiece_model_pb2
     except ImportError:
-        raise NemoError("reading the .nemo tokenizer needs sentencepiece and protobuf: "
-                        "pip install 'parakeet-serve[nemo]'") from None
+        raise NemoError(
+            "reading the .nemo tokenizer needs sentencepiece and protobuf: pip install 'parakeet-serve[nemo]'"
+        ) from None
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(model)
     if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE:
         raise NemoError("the tokenizer is not a SentencePiece BPE model; only BPE is supported")
     pieces = [(p.piece, p.score) for p in proto.pieces]
     unk = proto.pieces[proto.trainer_spec.unk_id].piece
-    tokenizer = _Tokenizer(models.BPE(dict((piece, i) for i, (piece, _) in enumerate(pieces)), bpe_merges(pieces),
-                                      unk_token=unk, fuse_unk=True, byte_fallback=proto.trainer_spec.byte_fallback))
+    tokenizer = _Tokenizer(
+        models.BPE(
+            dict((piece, i) for i, (piece, _) in enumerate(pieces)),
+            bpe_merges(pieces),
+            unk_token=unk,
+            fuse_unk=True,
+            byte_fallback=proto.trainer_spec.byte_fallback,
+        )
+    )
     spec = proto.normalizer_spec
     steps = [normalizers.Precompiled(spec.precompiled_charsmap)] if spec.precompiled_charsmap else []
     if spec.remove_extra_whitespaces:
@@ -196,11 +214,22 @@ def sentencepiece_to_tokenizers(model: bytes) -> _Tokenizer:
     tokenizer.normalizer = normalizers.Sequence(steps)
     prepend = "always" if spec.add_dummy_prefix else "never"
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=WORD_START, prepend_scheme=prepend, split=False)
-    tokenizer.decoder = decoders.Sequence([decoders.Replace(WORD_START, " "), decoders.ByteFallback(), decoders.Fuse(),
-                                           decoders.Strip(" ", 1 if spec.add_dummy_prefix else 0, 0)])
+    tokenizer.decoder = decoders.Sequence(
+        [
+            decoders.Replace(WORD_START, " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1 if spec.add_dummy_prefix else 0, 0),
+        ]
+    )
     special = sentencepiece_model_pb2.ModelProto.SentencePiece
-    tokenizer.add_tokens([AddedToken(p.piece, special=p.type == special.CONTROL, normalized=False)
-                          for p in proto.pieces if p.type in (special.CONTROL, special.USER_DEFINED)])
+    tokenizer.add_tokens(
+        [
+            AddedToken(p.piece, special=p.type == special.CONTROL, normalized=False)
+            for p in proto.pieces
+            if p.type in (special.CONTROL, special.USER_DEFINED)
+        ]
+    )
     tokenizer.add_special_tokens([AddedToken(unk, special=True, normalized=False)])
     return tokenizer
 

@@ -84,9 +84,11 @@ def check_position_table(config: ModelConfig, feature_config: FeatureConfig, buc
     limit = config.encoder_config.max_position_embeddings
     if frames > limit:
         seconds = limit * FrameTiming.of(feature_config, config.encoder_config).seconds
-        raise ConfigError(f"the largest window ({buckets.max_frames} feature frames) gives {frames} encoder frames; "
-                          f"this model's position table holds {limit} (about {seconds:.0f} s): choose frame_counts "
-                          f"of at most {limit * config.encoder_config.subsampling_factor}")
+        raise ConfigError(
+            f"the largest window ({buckets.max_frames} feature frames) gives {frames} encoder frames; "
+            f"this model's position table holds {limit} (about {seconds:.0f} s): choose frame_counts "
+            f"of at most {limit * config.encoder_config.subsampling_factor}"
+        )
 
 
 @dataclass
@@ -99,28 +101,36 @@ class FeaturizedAudio:
 class Featurizer:
     """Encoded audio or waveforms -> windows of log-mel features, sized for the encoder's largest bucket."""
 
-    def __init__(self, feature_config: FeatureConfig, timing: FrameTiming, max_frames: int,
-                 context_seconds: float = DEFAULT_CONTEXT_SECONDS) -> None:
+    def __init__(
+        self,
+        feature_config: FeatureConfig,
+        timing: FrameTiming,
+        max_frames: int,
+        context_seconds: float = DEFAULT_CONTEXT_SECONDS,
+    ) -> None:
         self.features = LogMelFeatures(feature_config)
         self.timing = timing
         self.window_samples = max_frames * feature_config.hop_length
         self.context_samples = timing.frames(context_seconds) * timing.samples
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None, max_frames: int,
-                        context_seconds: float = DEFAULT_CONTEXT_SECONDS) -> Featurizer:
+    def from_pretrained(
+        cls, model: str | os.PathLike | None, max_frames: int, context_seconds: float = DEFAULT_CONTEXT_SECONDS
+    ) -> Featurizer:
         config, feature_config = checkpoint.read_configs(checkpoint.resolve(model))
         return cls(feature_config, FrameTiming.of(feature_config, config.encoder_config), max_frames, context_seconds)
 
     def __call__(self, audio: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> FeaturizedAudio:
-        """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no windows."""
+        """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no
+        windows."""
         waveform = load_audio(audio, sample_rate, name, allow_empty=True)
         duration = len(waveform) / SAMPLE_RATE
         if not self.holds_speech(waveform):
             return FeaturizedAudio([], [], duration)
         features, windows = [], []
-        for start, end, window in plan_windows(len(waveform), self.timing.samples, self.window_samples,
-                                               self.context_samples):
+        for start, end, window in plan_windows(
+            len(waveform), self.timing.samples, self.window_samples, self.context_samples
+        ):
             features.append(self.window_features(waveform[start:end]))
             windows.append(window)
         return FeaturizedAudio(features, windows, duration)
@@ -143,8 +153,14 @@ class Encoder:
     CUDA in `dtype` with CUDA graphs ("reduce-overhead"), on CPU through inductor. Eager, a batch is padded only
     to its longest window: fixed shapes would buy nothing but padding."""
 
-    def __init__(self, network: Network, buckets: Buckets, device: str = "cpu", dtype: torch.dtype = torch.float32,
-                 compile: bool = False) -> None:
+    def __init__(
+        self,
+        network: Network,
+        buckets: Buckets,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+    ) -> None:
         self.buckets = buckets
         self.device = torch.device(device)
         self.dtype = dtype
@@ -154,13 +170,21 @@ class Encoder:
         self.fixed_shapes = compile
         self._forward = self.network
         if compile:
-            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 2 * len(buckets.shapes()))
+            torch._dynamo.config.cache_size_limit = max(
+                torch._dynamo.config.cache_size_limit, 2 * len(buckets.shapes())
+            )
             mode = "reduce-overhead" if self.device.type == "cuda" else None
             self._forward = torch.compile(self.network, dynamic=True, mode=mode)
 
     @classmethod
-    def from_pretrained(cls, model: str | os.PathLike | None, buckets: Buckets, device: str = "cpu",
-                        dtype: torch.dtype = torch.float32, compile: bool = False) -> Encoder:
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike | None,
+        buckets: Buckets,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        compile: bool = False,
+    ) -> Encoder:
         directory = checkpoint.resolve(model)
         config, feature_config = checkpoint.read_configs(directory)
         check_position_table(config, feature_config, buckets)
@@ -245,8 +269,11 @@ class Decoder:
         directory = checkpoint.resolve(model)
         config, feature_config = checkpoint.read_configs(directory)
         transducer = checkpoint.read_transducer_decoder(directory, config) if isinstance(config, RNNTConfig) else None
-        return cls(checkpoint.read_tokenizer(directory, config), FrameTiming.of(feature_config, config.encoder_config),
-                   transducer)
+        return cls(
+            checkpoint.read_tokenizer(directory, config),
+            FrameTiming.of(feature_config, config.encoder_config),
+            transducer,
+        )
 
     def __call__(self, windows: list[Window], encoded: list[np.ndarray], duration: float) -> Transcript:
         return self.decode_many([(windows, encoded, duration)])[0]
@@ -267,8 +294,14 @@ class Decoder:
     def join(self, kept: list[TokenSpan], spans: list[TokenSpan], window: Window) -> list[TokenSpan]:
         """Of one window's tokens, those that follow `kept`, the tokens kept from the windows before it: its own
         part's, aligned at its seam (model.windows) so that none is doubled or dropped there."""
-        return tokens_to_keep(kept, spans, window, self.timing.frames(SEAM_REACH_SECONDS),
-                              self.timing.frames(SEAM_TOLERANCE_SECONDS), 0 if self.transducer else 1)
+        return tokens_to_keep(
+            kept,
+            spans,
+            window,
+            self.timing.frames(SEAM_REACH_SECONDS),
+            self.timing.frames(SEAM_TOLERANCE_SECONDS),
+            0 if self.transducer else 1,
+        )
 
     def spans(self, window: Window, encoded: np.ndarray) -> list[TokenSpan]:
         """Every token of one window (`encoded`: its encoder output, or NOTHING_ENCODED), its frames counted from
@@ -309,8 +342,9 @@ class Pipeline:
     def __init__(self, featurizer: Featurizer, encoder: Encoder, decoder: Decoder) -> None:
         self.featurizer, self.encoder, self.decoder = featurizer, encoder, decoder
 
-    def transcribe_each(self, sources: Iterable[tuple[AudioSource, str]],
-                        sample_rate: int = SAMPLE_RATE) -> Iterator[Transcript | AudioError]:
+    def transcribe_each(
+        self, sources: Iterable[tuple[AudioSource, str]], sample_rate: int = SAMPLE_RATE
+    ) -> Iterator[Transcript | AudioError]:
         """(source, name) pairs -> one result each, in order, as soon as its group is done: its Transcript, or the
         AudioError (naming it) that its audio raised."""
         group: list[FeaturizedAudio | AudioError] = []

@@ -38,7 +38,9 @@ class Window:
         return self.keep_start <= span.start < self.keep_end
 
 
-def plan_windows(samples: int, frame_samples: int, window_samples: int, context_samples: int) -> list[tuple[int, int, Window]]:
+def plan_windows(
+    samples: int, frame_samples: int, window_samples: int, context_samples: int
+) -> list[tuple[int, int, Window]]:
     """Cut `samples` into windows of at most `window_samples`, overlapping by `context_samples` on each side.
 
     The last window is the first whose rest of the audio, left context included, fits in one window: the rule of a
@@ -49,8 +51,10 @@ def plan_windows(samples: int, frame_samples: int, window_samples: int, context_
         return [(0, samples, Window(0, 0, math.inf))]
     stride = (window_samples - 2 * context_samples) // frame_samples * frame_samples
     if stride <= 0 or context_samples % frame_samples:
-        raise ValueError(f"context {context_samples} samples must be a multiple of {frame_samples} and leave room in a "
-                         f"window of {window_samples} samples")
+        raise ValueError(
+            f"context {context_samples} samples must be a multiple of {frame_samples} and leave room in a "
+            f"window of {window_samples} samples"
+        )
     plan, keep_start, start = [], 0, 0
     while samples - start > window_samples:  # until the rest fits in one window
         keep_end = keep_start + stride
@@ -61,8 +65,9 @@ def plan_windows(samples: int, frame_samples: int, window_samples: int, context_
     return plan
 
 
-def tokens_to_keep(kept: list[TokenSpan], spans: list[TokenSpan], window: Window, reach: int, tolerance: int,
-                   spacing: int) -> list[TokenSpan]:
+def tokens_to_keep(
+    kept: list[TokenSpan], spans: list[TokenSpan], window: Window, reach: int, tolerance: int, spacing: int
+) -> list[TokenSpan]:
     """The tokens of one window (`spans`, all of them, in order) that follow `kept`, the tokens of the windows
     before it; `reach` and `tolerance` in encoder frames. Their starts follow those of `kept` at least `spacing`
     frames apart (1 for CTC, whose frames emit one token each; 0 for a transducer, whose frames may emit several)."""
@@ -88,6 +93,7 @@ def tokens_to_keep(kept: list[TokenSpan], spans: list[TokenSpan], window: Window
 def last_agreement(kept: list[TokenSpan], spans: list[TokenSpan], tolerance: int) -> tuple[int, int] | None:
     """(index in `kept`, index in `spans`) of the last pair of a longest common subsequence whose pairs are the same
     token at most `tolerance` frames apart, preferring the last kept token; None when no token agrees."""
+
     def same(a: TokenSpan, b: TokenSpan) -> bool:
         return a.token_id == b.token_id and abs(a.start - b.start) <= tolerance
 

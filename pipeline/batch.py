@@ -5,7 +5,8 @@
 
 read_parquet -> featurize (CPU tasks) -> encode (an autoscaling pool of GPU or CPU actors, fixed-shape buckets)
 -> decode (CPU tasks; a transducer's greedy loop runs here, batched over a task's rows) -> write_parquet. Every
-input row gives exactly one output row: one that cannot be transcribed carries its `error`. Re-running with the same --output skips the ids already written there.
+input row gives exactly one output row: one that cannot be transcribed carries its `error`. Re-running with the
+same --output skips the ids already written there.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class BatchConfig:
     rows_per_file: int = 1000  # output rows gathered before a file is written: what an interruption can lose
 
     def __post_init__(self) -> None:
-        self.buckets  # validates them before any work starts
+        Buckets(tuple(self.batch_sizes), tuple(self.frame_counts))  # validates them before any work starts
 
     @property
     def buckets(self) -> Buckets:
@@ -62,8 +63,16 @@ class BatchConfig:
 
 
 def output_schema(id_type: pa.DataType) -> pa.Schema:
-    return pa.schema([("id", id_type), ("text", pa.string()), ("words", pa.list_(WORD_TYPE)),
-                      ("duration", pa.float64()), ("model", pa.string()), ("error", pa.string())])
+    return pa.schema(
+        [
+            ("id", id_type),
+            ("text", pa.string()),
+            ("words", pa.list_(WORD_TYPE)),
+            ("duration", pa.float64()),
+            ("model", pa.string()),
+            ("error", pa.string()),
+        ]
+    )
 
 
 def audio_source(cell: Any, name: str) -> AudioSource:
@@ -73,8 +82,9 @@ def audio_source(cell: Any, name: str) -> AudioSource:
     if cell is None or (isinstance(cell, (bytes, str)) and len(cell) == 0):
         raise ValueError(f"{name}: no audio (the cell is empty)")
     if not isinstance(cell, (bytes, str)):
-        raise ValueError(f"{name}: the audio cell holds {type(cell).__name__}; expected bytes, a path or a "
-                         "{bytes, path} struct")
+        raise ValueError(
+            f"{name}: the audio cell holds {type(cell).__name__}; expected bytes, a path or a {{bytes, path}} struct"
+        )
     return cell
 
 
@@ -106,7 +116,9 @@ def _featurize_row(
     try:
         audio = featurizer(audio_source(cell, name), SAMPLE_RATE, name)
         if audio.duration > config.max_duration:
-            raise ValueError(f"{name}: audio is {audio.duration:.0f} s, over --max-duration {config.max_duration:.0f} s")
+            raise ValueError(
+                f"{name}: audio is {audio.duration:.0f} s, over --max-duration {config.max_duration:.0f} s"
+            )
     except Exception as err:  # any failure is this row's answer, never the job's end
         return no_features, no_windows, 0.0, str(err) if isinstance(err, ValueError) else f"{name}: {err!r}"
     if not audio.features:  # silence or a clip shorter than one frame: an empty transcript, not an error
@@ -128,8 +140,9 @@ class EncodeRows:
     """An encoder actor: all windows of a batch of rows, sorted by length into the fixed-shape buckets."""
 
     def __init__(self, config: BatchConfig, device: str) -> None:
-        self.encoder = Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device),
-                                               compile=device == "cuda")
+        self.encoder = Encoder.from_pretrained(
+            config.model, config.buckets, device, default_dtype(device), compile=device == "cuda"
+        )
         if device == "cuda":
             self.encoder.warm_up()
 
@@ -148,9 +161,14 @@ class EncodeRows:
             else:
                 per_row[row].append(output)
         # Per row, its windows' outputs (CTC best ids or transducer frames) end to end, and each window's length.
-        return {"id": batch["id"], "duration": batch["duration"], "error": _column(errors), "windows": batch["windows"],
-                "encoded": _column([np.concatenate(outputs) if outputs else np.zeros(0, np.int32) for outputs in per_row]),
-                "encoded_lengths": _column([np.array([len(o) for o in outputs], np.int64) for outputs in per_row])}
+        return {
+            "id": batch["id"],
+            "duration": batch["duration"],
+            "error": _column(errors),
+            "windows": batch["windows"],
+            "encoded": _column([np.concatenate(outputs) if outputs else np.zeros(0, np.int32) for outputs in per_row]),
+            "encoded_lengths": _column([np.array([len(o) for o in outputs], np.int64) for outputs in per_row]),
+        }
 
 
 def _starts(frames: np.ndarray) -> np.ndarray:
@@ -169,7 +187,9 @@ def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
     good = [row for row, error in enumerate(batch["error"]) if error == NO_ERROR]
     utterances = []
     for row in good:
-        windows = [Window(int(offset), int(keep_start), keep_end) for offset, keep_start, keep_end, _ in batch["windows"][row]]
+        windows = [
+            Window(int(offset), int(keep_start), keep_end) for offset, keep_start, keep_end, _ in batch["windows"][row]
+        ]
         outputs = np.split(batch["encoded"][row], np.cumsum(batch["encoded_lengths"][row])[:-1])
         utterances.append((windows, outputs if windows else [], float(batch["duration"][row])))
     texts: list[str | None] = [None] * len(batch["error"])
@@ -179,9 +199,14 @@ def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
         words[row] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
     ids = pa.array(list(batch["id"]))
     return pa.Table.from_arrays(
-        [ids, pa.array(texts, pa.string()), pa.array(words, pa.list_(WORD_TYPE)),
-         pa.array(batch["duration"].astype(np.float64)), pa.array([model_name] * len(ids), pa.string()),
-         pa.array([error or None for error in batch["error"]], pa.string())],
+        [
+            ids,
+            pa.array(texts, pa.string()),
+            pa.array(words, pa.list_(WORD_TYPE)),
+            pa.array(batch["duration"].astype(np.float64)),
+            pa.array([model_name] * len(ids), pa.string()),
+            pa.array([error or None for error in batch["error"]], pa.string()),
+        ],
         schema=output_schema(ids.type),
     )
 
@@ -189,8 +214,11 @@ def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
 def written_ids(output: str) -> pa.Array | None:
     """Ids already in the output's parquet files; a file an interrupted run left half-written is removed."""
     filesystem, root = _filesystem(output)
-    files = [info.path for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-             if info.type == pafs.FileType.File and info.path.endswith(".parquet")]
+    files = [
+        info.path
+        for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+        if info.type == pafs.FileType.File and info.path.endswith(".parquet")
+    ]
     ids = []
     for path in files:
         try:
@@ -208,7 +236,9 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 
 
 def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table:
-    return batch.filter(pc.invert(pc.is_in(batch.column(id_column), value_set=written.cast(batch.schema.field(id_column).type))))
+    return batch.filter(
+        pc.invert(pc.is_in(batch.column(id_column), value_set=written.cast(batch.schema.field(id_column).type)))
+    )
 
 
 def run(config: BatchConfig) -> dict[str, int]:
@@ -226,21 +256,37 @@ def run(config: BatchConfig) -> dict[str, int]:
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
-        dataset = dataset.map_batches(drop_written, batch_format="pyarrow",
-                                      fn_kwargs={"id_column": config.id_column, "written": written})
+        dataset = dataset.map_batches(
+            drop_written, batch_format="pyarrow", fn_kwargs={"id_column": config.id_column, "written": written}
+        )
     # Small blocks (a reader may put many files in one) let every stage start on a part of the input at once.
     dataset = dataset.repartition(target_num_rows_per_block=FEATURIZE_ROWS)
     device = resolve_device(config.device)
     # Featurizing asks for half a CPU and decoding and writing for a quarter, so that beside a CPU encoder actor
     # they all fit on a small machine at once and rows stream to the output instead of waiting for the last read.
     (
-        dataset.map_batches(featurize_rows, batch_size=FEATURIZE_ROWS, batch_format="pyarrow",
-                            fn_kwargs={"config": config}, num_cpus=0.5)
-        .map_batches(EncodeRows, batch_size=config.encoder_rows, batch_format="numpy",
-                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.encoders),
-                     fn_constructor_kwargs={"config": config, "device": device}, **encoder_resources(device))
-        .map_batches(decode_rows, batch_size=config.encoder_rows, batch_format="numpy", fn_kwargs={"config": config},
-                     num_cpus=0.25)
+        dataset.map_batches(
+            featurize_rows,
+            batch_size=FEATURIZE_ROWS,
+            batch_format="pyarrow",
+            fn_kwargs={"config": config},
+            num_cpus=0.5,
+        )
+        .map_batches(
+            EncodeRows,
+            batch_size=config.encoder_rows,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.encoders),
+            fn_constructor_kwargs={"config": config, "device": device},
+            **encoder_resources(device),
+        )
+        .map_batches(
+            decode_rows,
+            batch_size=config.encoder_rows,
+            batch_format="numpy",
+            fn_kwargs={"config": config},
+            num_cpus=0.25,
+        )
         .write_parquet(config.output, min_rows_per_file=config.rows_per_file, ray_remote_args={"num_cpus": 0.25})
     )
     return summarize(config.output)
@@ -258,27 +304,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     default = {field.name: field.default for field in dataclasses.fields(BatchConfig)}
     parser.add_argument("--input", required=True, help="parquet file, directory or URI (s3://, gs://, ...)")
     parser.add_argument("--output", required=True, help="directory or URI for the output parquet files")
-    parser.add_argument("--audio-column", default=default["audio_column"],
-                        help="encoded bytes, paths, or {bytes, path} structs")
-    parser.add_argument("--id-column", default=default["id_column"],
-                        help="unique row ids: resuming skips those already written")
+    parser.add_argument(
+        "--audio-column", default=default["audio_column"], help="encoded bytes, paths, or {bytes, path} structs"
+    )
+    parser.add_argument(
+        "--id-column", default=default["id_column"], help="unique row ids: resuming skips those already written"
+    )
     parser.add_argument("--model", default=default["model"], help="checkpoint directory (default: embedded model)")
-    parser.add_argument("--device", choices=DEVICES, default=default["device"],
-                        help="encoder device; auto uses GPUs when the cluster has them")
-    parser.add_argument("--encoders", type=int, default=default["encoders"],
-                        help="most encoder actors (one GPU each on cuda)")
-    parser.add_argument("--encoder-rows", type=int, default=default["encoder_rows"],
-                        help="rows per encoder call (their windows are sorted by length into the buckets)")
-    parser.add_argument("--rows-per-file", type=int, default=default["rows_per_file"],
-                        help="rows per output file; an interrupted job redoes at most the files not yet written")
-    parser.add_argument("--max-duration", type=float, default=default["max_duration"],
-                        help="seconds; longer rows get an error")
-    parser.add_argument("--batch-sizes", type=int_list, default=default["batch_sizes"],
-                        help="encoder batch buckets, comma-separated (default: %(default)s)")
-    parser.add_argument("--frame-counts", type=int_list, default=default["frame_counts"],
-                        help="encoder window buckets in 10 ms feature frames; longer audio is windowed")
-    parser.add_argument("--context-seconds", type=float, default=default["context_seconds"],
-                        help="overlap on each side of a window of long audio")
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default=default["device"],
+        help="encoder device; auto uses GPUs when the cluster has them",
+    )
+    parser.add_argument(
+        "--encoders", type=int, default=default["encoders"], help="most encoder actors (one GPU each on cuda)"
+    )
+    parser.add_argument(
+        "--encoder-rows",
+        type=int,
+        default=default["encoder_rows"],
+        help="rows per encoder call (their windows are sorted by length into the buckets)",
+    )
+    parser.add_argument(
+        "--rows-per-file",
+        type=int,
+        default=default["rows_per_file"],
+        help="rows per output file; an interrupted job redoes at most the files not yet written",
+    )
+    parser.add_argument(
+        "--max-duration", type=float, default=default["max_duration"], help="seconds; longer rows get an error"
+    )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int_list,
+        default=default["batch_sizes"],
+        help="encoder batch buckets, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--frame-counts",
+        type=int_list,
+        default=default["frame_counts"],
+        help="encoder window buckets in 10 ms feature frames; longer audio is windowed",
+    )
+    parser.add_argument(
+        "--context-seconds",
+        type=float,
+        default=default["context_seconds"],
+        help="overlap on each side of a window of long audio",
+    )
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -298,8 +372,11 @@ def execute(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     started = time.time()
     counts = run(config)
-    print(f"parakeet batch: {counts['rows']} rows in {config.output} ({counts['errors']} with errors), "
-          f"{time.time() - started:.0f} s", file=sys.stderr)
+    print(
+        f"parakeet batch: {counts['rows']} rows in {config.output} ({counts['errors']} with errors), "
+        f"{time.time() - started:.0f} s",
+        file=sys.stderr,
+    )
     return 0
 
 

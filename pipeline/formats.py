@@ -59,8 +59,12 @@ def segments(transcript: Transcript) -> list[dict]:
 
 def verbose_json(transcript: Transcript, granularities: Collection[str] = ("segment",)) -> dict:
     """OpenAI's verbose_json transcription object; `granularities` picks "segment" and/or "word" timestamps."""
-    response: dict = {"task": "transcribe", "language": "english", "duration": transcript.duration,
-                      "text": transcript.text}
+    response: dict = {
+        "task": "transcribe",
+        "language": "english",
+        "duration": transcript.duration,
+        "text": transcript.text,
+    }
     if "segment" in granularities:
         response["segments"] = segments(transcript)
     if "word" in granularities:

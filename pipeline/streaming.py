@@ -44,8 +44,11 @@ class StreamSettings:
 
     def frames(self, timing: FrameTiming) -> tuple[int, int, int]:
         """(chunk, left context, look-ahead) in whole encoder frames."""
-        return (timing.frames(self.chunk_seconds), timing.frames(self.left_context_seconds),
-                timing.frames(self.lookahead_seconds))
+        return (
+            timing.frames(self.chunk_seconds),
+            timing.frames(self.left_context_seconds),
+            timing.frames(self.lookahead_seconds),
+        )
 
     def check(self, timing: FrameTiming, max_window_seconds: float) -> None:
         """Raise StreamError, naming the setting, unless every window of these settings fits the encoder's buckets."""
@@ -54,15 +57,20 @@ class StreamSettings:
                 raise StreamError(f"{name} must be a non-negative number of seconds, got {value}")
         chunk, left, ahead = self.frames(timing)
         if chunk < 1:
-            raise StreamError(f"chunk_seconds must be at least one encoder frame ({timing.seconds:g} s), "
-                              f"got {self.chunk_seconds}")
+            raise StreamError(
+                f"chunk_seconds must be at least one encoder frame ({timing.seconds:g} s), got {self.chunk_seconds}"
+            )
         if left < 1:  # a token whose frames run across a seam is then seen starting inside the next chunk too
-            raise StreamError(f"left_context_seconds must be at least one encoder frame ({timing.seconds:g} s), "
-                              f"got {self.left_context_seconds}")
+            raise StreamError(
+                f"left_context_seconds must be at least one encoder frame ({timing.seconds:g} s), "
+                f"got {self.left_context_seconds}"
+            )
         if (chunk + left + ahead) * timing.seconds > max_window_seconds + 1e-9:
-            raise StreamError(f"chunk_seconds + left_context_seconds + lookahead_seconds must be at most "
-                              f"{max_window_seconds:g} s (the encoder's largest window), got "
-                              f"{(chunk + left + ahead) * timing.seconds:g} s")
+            raise StreamError(
+                f"chunk_seconds + left_context_seconds + lookahead_seconds must be at most "
+                f"{max_window_seconds:g} s (the encoder's largest window), got "
+                f"{(chunk + left + ahead) * timing.seconds:g} s"
+            )
 
 
 @dataclass(frozen=True)
@@ -90,8 +98,11 @@ class Committer:
         if window.keep_end == math.inf:
             final = self._final(len(self.committed))
         else:
-            starts = [i for i in range(self.sent + 1, len(self.committed))
-                      if self.decoder.tokenizer.starts_word(self.committed[i].token_id)]
+            starts = [
+                i
+                for i in range(self.sent + 1, len(self.committed))
+                if self.decoder.tokenizer.starts_word(self.committed[i].token_id)
+            ]
             final = self._final(starts[-1]) if starts else None
         tail = self.committed[self.sent :] + [span for span in spans if span.start >= window.keep_end]
         return (final if final and final["words"] else None), self.decoder.transcript(tail, 0.0).text
@@ -112,8 +123,9 @@ class Stream:
     When audio has piled up (the encoder was busy) one window commits several chunks, up to the largest window the
     encoder holds, so a stream that fell behind catches up with fewer, larger steps."""
 
-    def __init__(self, featurizer: Featurizer, decoder: Decoder, settings: StreamSettings,
-                 max_backlog_seconds: float = math.inf) -> None:
+    def __init__(
+        self, featurizer: Featurizer, decoder: Decoder, settings: StreamSettings, max_backlog_seconds: float = math.inf
+    ) -> None:
         self.frame_samples = featurizer.timing.samples
         settings.check(featurizer.timing, featurizer.window_samples / SAMPLE_RATE)
         self.chunk, self.left, self.ahead = settings.frames(featurizer.timing)
@@ -141,9 +153,11 @@ class Stream:
         self.pieces.append(samples)
         self.received += len(samples)
         if self.backlog_seconds * SAMPLE_RATE > self.max_backlog_samples:
-            raise StreamError(f"audio is arriving faster than it can be transcribed: {self.backlog_seconds:.1f} s "
-                              f"are waiting (the limit is {self.max_backlog_samples / SAMPLE_RATE:g} s); "
-                              f"send in real time")
+            raise StreamError(
+                f"audio is arriving faster than it can be transcribed: {self.backlog_seconds:.1f} s "
+                f"are waiting (the limit is {self.max_backlog_samples / SAMPLE_RATE:g} s); "
+                f"send in real time"
+            )
 
     def end(self) -> None:
         self.ended = True
@@ -185,7 +199,9 @@ class Stream:
         return events + [{"type": "partial", "text": partial, "end": window.end_seconds}]
 
 
-def run_stream(stream: Stream, pieces: Iterator[np.ndarray], encode: Callable[[np.ndarray], np.ndarray]) -> Iterator[Event]:
+def run_stream(
+    stream: Stream, pieces: Iterator[np.ndarray], encode: Callable[[np.ndarray], np.ndarray]
+) -> Iterator[Event]:
     """Drive a stream synchronously: feed each piece, then process every window it completes; end after the last."""
     for piece in pieces:
         stream.feed(piece)

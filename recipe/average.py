@@ -62,8 +62,9 @@ def average_models(directories: list[Path]) -> Parakeet:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recipe.average", description=__doc__.split("\n")[0])
-    parser.add_argument("models", nargs="+", type=Path, metavar="MODEL_DIR",
-                        help="checkpoint directories (at least two)")
+    parser.add_argument(
+        "models", nargs="+", type=Path, metavar="MODEL_DIR", help="checkpoint directories (at least two)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory for the averaged model")
     return parser
 

@@ -1,6 +1,6 @@
 """Word and character error rates of a checkpoint on a parquet corpus.
 
-    python -m recipe.evaluate data/corpus/test.parquet data/corpus/holdout_voice.parquet [--model DIR]
+python -m recipe.evaluate data/corpus/test.parquet data/corpus/holdout_voice.parquet [--model DIR]
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         hypotheses = [t.text for t in model.transcribe(waveforms)]
         seconds = sum(len(w) for w in waveforms) / SAMPLE_RATE
-        print(f"{path}: {len(texts)} utterances, WER {word_error_rate(texts, hypotheses):.2%}, "
-              f"CER {char_error_rate(texts, hypotheses):.2%}, RTFx {seconds / (time.time() - started):.0f}")
+        print(
+            f"{path}: {len(texts)} utterances, WER {word_error_rate(texts, hypotheses):.2%}, "
+            f"CER {char_error_rate(texts, hypotheses):.2%}, RTFx {seconds / (time.time() - started):.0f}"
+        )
     return 0
 
 

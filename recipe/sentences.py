@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 import re
 
-FIRST_NAMES = tuple("""
+FIRST_NAMES = tuple(
+    """
 james mary robert patricia john jennifer michael linda david elizabeth william barbara richard susan joseph
 jessica thomas sarah charles karen daniel lisa matthew nancy anthony betty mark sandra donald margaret steven
 ashley paul kimberly andrew emily joshua donna kenneth michelle kevin carol brian amanda george melissa timothy
@@ -17,8 +18,10 @@ angela eric shirley jonathan anna stephen brenda larry pamela justin emma scott 
 samantha samuel katherine gregory christine alexander debra frank rachel patrick carolyn raymond janet jack
 catherine dennis maria jerry heather tyler diane aaron ruth jose julie adam olivia henry joyce nathan virginia
 douglas victoria zachary kelly peter lauren kyle christina oliver sophie lucas grace oscar chloe hugo alice
-""".split())
-LAST_NAMES = tuple("""
+""".split()
+)
+LAST_NAMES = tuple(
+    """
 smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez gonzalez wilson
 anderson thomas taylor moore jackson martin lee perez thompson white harris sanchez clark ramirez lewis robinson
 walker young allen king wright scott torres nguyen hill flores green adams nelson baker hall rivera campbell
@@ -26,8 +29,10 @@ mitchell carter roberts gomez phillips evans turner diaz parker cruz edwards col
 murphy cook rogers gutierrez ortiz morgan cooper peterson bailey reed kelly howard ramos kim cox ward richardson
 watson brooks chavez wood james bennett gray mendoza ruiz hughes price alvarez castillo sanders patel myers long
 ross foster jimenez powell jenkins perry russell sullivan bell coleman butler henderson barnes fisher vasquez
-""".split())
-NOUNS = tuple("""
+""".split()
+)
+NOUNS = tuple(
+    """
 apple table window garden kitchen letter river mountain bridge station ticket bottle basket blanket candle
 chair clock coffee computer cookie doctor engine farmer flower forest friend guitar hammer island jacket ladder
 lemon library machine market mirror money morning needle notebook ocean orange painter pencil pepper piano
@@ -46,8 +51,10 @@ pen people pie pilot plate pond post prince princess problem puzzle question rai
 rope rose sailor salad sand scarf sea season secret shelf ship shirt shoe shop singer sky snow song sound
 soup spring square stair star stone storm story street sugar sun supper table tail tea team tent thunder
 toast tool town toy tree truck tunnel turtle uncle vase wall whale whistle wind wolf woman worker yard
-""".split())
-ADJECTIVES = tuple("""
+""".split()
+)
+ADJECTIVES = tuple(
+    """
 small large little big old young new ancient modern bright dark quiet loud gentle angry happy sad brave calm
 clever curious eager famous friendly funny gentle golden green heavy hungry lazy lucky lovely narrow noisy
 polite proud quick rapid rich round shiny short silly simple slow smooth soft strange strong sweet tall tiny
@@ -56,7 +63,8 @@ pretty secret sharp sleepy sticky sunny thick thin tired wet windy busy careful 
 delicious distant dusty early easy elegant enormous fancy fierce foggy fragile gigantic graceful grumpy
 handsome helpful humble icy jolly juicy kind late lonely magic messy mighty muddy nervous nice odd plain
 precious rare rough rusty salty scary shallow shy silent sour spicy splendid steady stormy tender tidy
-""".split())
+""".split()
+)
 VERBS = tuple(
     pair.split(":")
     for pair in """
@@ -83,21 +91,90 @@ the park|the station|the market|the library|the kitchen|the garden|the office|th
 """.replace("\n", "").split("|")
 )
 TIMES = (
-    "today", "yesterday", "tomorrow", "this morning", "this evening", "last night", "next week", "last year",
-    "on monday", "on tuesday", "on wednesday", "on thursday", "on friday", "on saturday", "on sunday",
-    "in the afternoon", "at noon", "at midnight", "every day", "twice a week", "before dinner", "after lunch",
-    "in january", "in february", "in march", "in april", "in may", "in june", "in july", "in august",
-    "in september", "in october", "in november", "in december", "later", "soon", "once again", "right now",
+    "today",
+    "yesterday",
+    "tomorrow",
+    "this morning",
+    "this evening",
+    "last night",
+    "next week",
+    "last year",
+    "on monday",
+    "on tuesday",
+    "on wednesday",
+    "on thursday",
+    "on friday",
+    "on saturday",
+    "on sunday",
+    "in the afternoon",
+    "at noon",
+    "at midnight",
+    "every day",
+    "twice a week",
+    "before dinner",
+    "after lunch",
+    "in january",
+    "in february",
+    "in march",
+    "in april",
+    "in may",
+    "in june",
+    "in july",
+    "in august",
+    "in september",
+    "in october",
+    "in november",
+    "in december",
+    "later",
+    "soon",
+    "once again",
+    "right now",
 )
-MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
-          "november", "december")
-ORDINALS = ("first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
-            "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth").split()
-ONES = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen " \
-       "seventeen eighteen nineteen".split()
+MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
+ORDINALS = (
+    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth "
+    "fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
+).split()
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen".split()
+)
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-UNITS = ("dollars", "euros", "pounds", "miles", "kilometers", "people", "books", "minutes", "hours", "days",
-         "years", "apples", "tickets", "pages", "meters", "degrees", "percent", "boxes", "cars", "songs")
+UNITS = (
+    "dollars",
+    "euros",
+    "pounds",
+    "miles",
+    "kilometers",
+    "people",
+    "books",
+    "minutes",
+    "hours",
+    "days",
+    "years",
+    "apples",
+    "tickets",
+    "pages",
+    "meters",
+    "degrees",
+    "percent",
+    "boxes",
+    "cars",
+    "songs",
+)
 
 
 def number_words(n: int) -> str:
@@ -174,7 +251,8 @@ def _template(rng: random.Random) -> str:
         f"the meeting is on the {ordinal_words(day)} of {month} {year_words(rng.randint(1950, 2030))}",
         f"{person} was born on {month} {ordinal_words(day)} {year_words(rng.randint(1920, 2020))}",
         f"the train leaves at {clock_words(rng.randint(1, 12), rng.randint(0, 59))} from {place}",
-        f"it costs {number_words(count)} {rng.choice(('dollars', 'euros', 'pounds'))} and {number_words(rng.randint(1, 99))} cents",
+        f"it costs {number_words(count)} {rng.choice(('dollars', 'euros', 'pounds'))} "
+        f"and {number_words(rng.randint(1, 99))} cents",
         f"there are {number_words(count)} {rng.choice(UNITS)} in {thing}",
         f"i think {person} is {rng.choice(ADJECTIVES)} and {rng.choice(ADJECTIVES)}",
         f"can you {verb} {thing} for {person}",

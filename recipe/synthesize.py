@@ -114,13 +114,22 @@ def encode_flac(audio: np.ndarray) -> bytes:
 
 
 # Voices the default corpus trains on (it holds out DEFAULT_HOLDOUT), for speech of unseen sentences in seen voices.
-SEEN_VOICES = (Voice("espeak-ng", "en-us"), Voice("espeak-ng", "en-gb+f2"), Voice("espeak-ng", "en-029+m3"),
-               Voice("flite", "kal16"), Voice("flite", "awb"), Voice("flite", "rms"))
+SEEN_VOICES = (
+    Voice("espeak-ng", "en-us"),
+    Voice("espeak-ng", "en-gb+f2"),
+    Voice("espeak-ng", "en-029+m3"),
+    Voice("flite", "kal16"),
+    Voice("flite", "awb"),
+    Voice("flite", "rms"),
+)
 UNSEEN_SEED = 2026  # the sentence pool's seed for unseen_speech (the tests' sentences)
 
 
-def unseen_speech(count: int = 36, seed: int = UNSEEN_SEED, voice: Voice | None = None,
-                  ) -> tuple[list[str], list[np.ndarray]]:
+def unseen_speech(
+    count: int = 36,
+    seed: int = UNSEEN_SEED,
+    voice: Voice | None = None,
+) -> tuple[list[str], list[np.ndarray]]:
     """`count` sentences the default corpus never contained, spoken in turn by the SEEN_VOICES (or all by `voice`),
     16 kHz float32: the embedded model's test of issue 3 and the figures of its model card."""
     training_text = set(sentence_pool(sum(DEFAULT_SPLITS.values()), DEFAULT_SEED))
@@ -190,17 +199,31 @@ def _utterance(job: tuple[str, Utterance, list[Voice], str, float, int, int, boo
     audio = np.concatenate(parts)
     if augmented:
         audio = augment(audio, rng)
-    return {"id": utterance_id, "audio": encode_flac(audio), "text": " ".join(sentences),
-            "voice": " / ".join(dict.fromkeys(speakers)), "duration": len(audio) / SAMPLE_RATE}
+    return {
+        "id": utterance_id,
+        "audio": encode_flac(audio),
+        "text": " ".join(sentences),
+        "voice": " / ".join(dict.fromkeys(speakers)),
+        "duration": len(audio) / SAMPLE_RATE,
+    }
 
 
 def write_corpus(
-    path: Path, name: str, utterances: list[Utterance], voices: list[Voice], seed: int, augmented: bool,
-    workers: int = 2, draw: str = "voices", voice_changes: float = 0.0,
+    path: Path,
+    name: str,
+    utterances: list[Utterance],
+    voices: list[Voice],
+    seed: int,
+    augmented: bool,
+    workers: int = 2,
+    draw: str = "voices",
+    voice_changes: float = 0.0,
 ) -> None:
     """Synthesise `utterances` into one parquet file, printing progress to stderr."""
-    jobs = [(f"{name}-{i:06d}", utterance, voices, draw, voice_changes, seed, i, augmented)
-            for i, utterance in enumerate(utterances)]
+    jobs = [
+        (f"{name}-{i:06d}", utterance, voices, draw, voice_changes, seed, i, augmented)
+        for i, utterance in enumerate(utterances)
+    ]
     rows, started = [], time.time()
     with Pool(workers) as pool:
         for rows_done, row in enumerate(pool.imap(_utterance, jobs, chunksize=8), start=1):
@@ -221,12 +244,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{split}-passages", type=int, default=count, help=f"{split} passages")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--holdout-voice", default=DEFAULT_HOLDOUT, help="engine:name of the voice kept out of training")
-    parser.add_argument("--draw", choices=VOICE_DRAWS, default="voices",
-                        help="each utterance's voice: any of all alike, or an engine first and then one of its voices")
-    parser.add_argument("--voice-changes", type=float, default=0.0, metavar="FRACTION",
-                        help="share of passages whose sentences are each read by a voice drawn anew, as in a "
-                             "conversation (default 0: one voice per passage)")
+    parser.add_argument(
+        "--holdout-voice", default=DEFAULT_HOLDOUT, help="engine:name of the voice kept out of training"
+    )
+    parser.add_argument(
+        "--draw",
+        choices=VOICE_DRAWS,
+        default="voices",
+        help="each utterance's voice: any of all alike, or an engine first and then one of its voices",
+    )
+    parser.add_argument(
+        "--voice-changes",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="share of passages whose sentences are each read by a voice drawn anew, as in a "
+        "conversation (default 0: one voice per passage)",
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.voice_changes <= 1:
         parser.error(f"--voice-changes must be between 0 and 1, got {args.voice_changes}")
@@ -248,8 +282,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     for offset, (name, (sentences, split_voices, augmented)) in enumerate(splits.items()):
-        write_corpus(args.out / f"{name}.parquet", name, sentences, split_voices, args.seed + offset, augmented,
-                     args.workers, args.draw, args.voice_changes)
+        write_corpus(
+            args.out / f"{name}.parquet",
+            name,
+            sentences,
+            split_voices,
+            args.seed + offset,
+            augmented,
+            args.workers,
+            args.draw,
+            args.voice_changes,
+        )
     return 0
 
 

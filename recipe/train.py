@@ -126,32 +126,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, required=True, help="directory with train.parquet and dev.parquet")
     parser.add_argument("--out", type=Path, required=True, help="run directory")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--init", type=Path, metavar="MODEL_DIR",
-                        help="start from this CTC model's weights and tokenizer (fine-tuning: fresh optimiser and "
-                             "schedule; the architecture options are then taken from its config.json)")
-    parser.add_argument("--dev", nargs="+", default=["dev"], metavar="SPLIT",
-                        help="DATA/SPLIT.parquet files scored at each evaluation (default: dev)")
+    parser.add_argument(
+        "--init",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="start from this CTC model's weights and tokenizer (fine-tuning: fresh optimiser and "
+        "schedule; the architecture options are then taken from its config.json)",
+    )
+    parser.add_argument(
+        "--dev",
+        nargs="+",
+        default=["dev"],
+        metavar="SPLIT",
+        help="DATA/SPLIT.parquet files scored at each evaluation (default: dev)",
+    )
     parser.add_argument("--epochs", type=int, default=7)
     parser.add_argument("--max-frames", type=int, default=5000, help="padded feature frames per batch")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--eval-every", type=int, default=1000)
-    parser.add_argument("--keep-evaluations", action="store_true",
-                        help="also save the model of every evaluation, as OUT/step-STEP/ (for python -m "
-                             "recipe.average)")
-    parser.add_argument("--vocab-size", type=int, default=None,
-                        help="tokenizer size including the blank (default 257; with --init, a size other than the "
-                             "model's trains a new tokenizer and a new CTC head on the model's encoder)")
+    parser.add_argument(
+        "--keep-evaluations",
+        action="store_true",
+        help="also save the model of every evaluation, as OUT/step-STEP/ (for python -m recipe.average)",
+    )
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=None,
+        help="tokenizer size including the blank (default 257; with --init, a size other than the "
+        "model's trains a new tokenizer and a new CTC head on the model's encoder)",
+    )
     parser.add_argument("--hidden", type=int, default=144)
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--subsampling-channels", type=int, default=32)
     parser.add_argument("--dropout", type=float, default=0.1, help="dropout in the conformer blocks")
-    parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=True,
-                        help="mask frequency bands and time spans of the training features")
+    parser.add_argument(
+        "--spec-augment",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="mask frequency bands and time spans of the training features",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                        help="cuda trains in bfloat16 autocast; raise --max-frames to fill the GPU")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda trains in bfloat16 autocast; raise --max-frames to fill the GPU",
+    )
     return parser
 
 
@@ -177,8 +200,12 @@ def initial_config(args: argparse.Namespace, init_config: ModelConfig | None) ->
         )
     if not isinstance(init_config, CTCConfig):
         sys.exit(f"--init: {args.init} holds a {type(init_config).__name__} model; the recipe trains CTC models")
-    encoder = replace(init_config.encoder_config, dropout=args.dropout, activation_dropout=args.dropout,
-                      attention_dropout=args.dropout)
+    encoder = replace(
+        init_config.encoder_config,
+        dropout=args.dropout,
+        activation_dropout=args.dropout,
+        attention_dropout=args.dropout,
+    )
     vocab_size = args.vocab_size or init_config.vocab_size
     return replace(init_config, encoder_config=encoder, vocab_size=vocab_size, pad_token_id=blank_id_for(vocab_size))
 
@@ -222,16 +249,20 @@ def main(argv: list[str] | None = None) -> int:
         train_tokenizer(texts, config.vocab_size).save(str(tokenizer_path))
     tokenizer = Tokenizer.from_file(tokenizer_path, blank_id=config.blank_id)
     if tokenizer.vocab_size != config.vocab_size:
-        sys.exit(f"{tokenizer_path} has {tokenizer.vocab_size} ids but the model {config.vocab_size}: resume with the "
-                 f"run's own --vocab-size")
+        sys.exit(
+            f"{tokenizer_path} has {tokenizer.vocab_size} ids but the model {config.vocab_size}: resume with the "
+            f"run's own --vocab-size"
+        )
     feature_config = FeatureConfig()
     extractor = LogMelFeatures(feature_config)
     started = time.time()
     train = featurize(args.data / "train.parquet", extractor, tokenizer)
     dev = {name: featurize(args.data / f"{name}.parquet", extractor, tokenizer) for name in args.dev}
-    print(f"featurised {len(train.texts)} train / {sum(len(split.texts) for split in dev.values())} dev utterances "
-          f"in {time.time() - started:.0f} s",
-          file=sys.stderr)
+    print(
+        f"featurised {len(train.texts)} train / {sum(len(split.texts) for split in dev.values())} dev utterances "
+        f"in {time.time() - started:.0f} s",
+        file=sys.stderr,
+    )
 
     device = torch.device(args.device)
     if retokenize:
@@ -266,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, args.lr, args.warmup, total_steps)
             with autocast(device):
-                loss = network.loss(*(tensor.to(device) for tensor in (features, feature_lengths, targets, target_lengths)))
+                loss = network.loss(
+                    *(tensor.to(device) for tensor in (features, feature_lengths, targets, target_lengths))
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
@@ -276,14 +309,19 @@ def main(argv: list[str] | None = None) -> int:
             smoothed = value if smoothed is None else 0.98 * smoothed + 0.02 * value
             elapsed = time.time() - started
             eta = elapsed / (step - start_step) * (total_steps - step)
-            print(f"\rstep {step}/{total_steps} epoch {step / steps_per_epoch:.2f} loss {smoothed:.3f} "
-                  f"lr {optimizer.param_groups[0]['lr']:.2e} elapsed {elapsed / 60:.1f} min eta {eta / 60:.1f} min",
-                  end="", file=sys.stderr, flush=True)
+            print(
+                f"\rstep {step}/{total_steps} epoch {step / steps_per_epoch:.2f} loss {smoothed:.3f} "
+                f"lr {optimizer.param_groups[0]['lr']:.2e} elapsed {elapsed / 60:.1f} min eta {eta / 60:.1f} min",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
             if step % args.eval_every == 0 or step == total_steps:
                 scores = {name: evaluate(network, split, tokenizer, args.max_frames) for name, split in dev.items()}
                 wer = sum(split_wer for split_wer, _ in scores.values()) / len(scores)
                 saves = ([args.out / "model"] if wer < best_wer else []) + (
-                    [args.out / f"step-{step}"] if args.keep_evaluations else [])
+                    [args.out / f"step-{step}"] if args.keep_evaluations else []
+                )
                 best_wer = min(best_wer, wer)
                 for directory in saves:
                     Parakeet(config, feature_config, network, tokenizer).save_pretrained(directory)
@@ -291,8 +329,14 @@ def main(argv: list[str] | None = None) -> int:
                 report = ", ".join(f"{name} WER {w:.2%} CER {c:.2%}" for name, (w, c) in scores.items())
                 print(f"\nstep {step}: {report} (best {best_wer:.2%})", file=sys.stderr)
                 torch.save(
-                    {"network": network.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                     "best_wer": best_wer, "rng": rng.getstate(), "generator": generator.get_state()},
+                    {
+                        "network": network.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "step": step,
+                        "best_wer": best_wer,
+                        "rng": rng.getstate(),
+                        "generator": generator.get_state(),
+                    },
                     state_path,
                 )
     print(f"\ndone: best dev WER {best_wer:.2%}; model in {args.out / 'model'}", file=sys.stderr)

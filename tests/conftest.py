@@ -22,14 +22,17 @@ def small_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> ReferenceCheck
 
 @pytest.fixture(scope="session")
 def small_tdt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> ReferenceCheckpoint:
-    return make_transducer_checkpoint(tmp_path_factory.mktemp("tdt"), "tdt", SMALL_ENCODER, SMALL_DECODER, vocab_size=257)
+    return make_transducer_checkpoint(
+        tmp_path_factory.mktemp("tdt"), "tdt", SMALL_ENCODER, SMALL_DECODER, vocab_size=257
+    )
 
 
 @pytest.fixture(scope="session")
 def small_rnnt_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> ReferenceCheckpoint:
     """max_symbols_per_step=3, so that decoding hits the limit."""
-    return make_transducer_checkpoint(tmp_path_factory.mktemp("rnnt"), "rnnt", SMALL_ENCODER, SMALL_DECODER,
-                                      vocab_size=257, max_symbols_per_step=3)
+    return make_transducer_checkpoint(
+        tmp_path_factory.mktemp("rnnt"), "rnnt", SMALL_ENCODER, SMALL_DECODER, vocab_size=257, max_symbols_per_step=3
+    )
 
 
 @pytest.fixture(scope="session")

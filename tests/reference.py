@@ -115,8 +115,9 @@ def make_reference_checkpoint(
 
     torch.manual_seed(seed)
     encoder_config = ParakeetEncoderConfig(**{**encoder, **encoder_overrides})
-    config = ParakeetCTCConfig(encoder_config=encoder_config.to_dict(), vocab_size=vocab_size,
-                               pad_token_id=blank_id_for(vocab_size))
+    config = ParakeetCTCConfig(
+        encoder_config=encoder_config.to_dict(), vocab_size=vocab_size, pad_token_id=blank_id_for(vocab_size)
+    )
     model = ParakeetForCTC(config).eval()
     randomize(model, seed)
     model.save_pretrained(directory)
@@ -125,8 +126,15 @@ def make_reference_checkpoint(
 
 
 def make_transducer_checkpoint(
-    directory: Path, kind: str, encoder: dict, decoder: dict, vocab_size: int, seed: int = 0, blank_bias: float = 1.0,
-    zero_duration_bias: float = -0.3, **overrides
+    directory: Path,
+    kind: str,
+    encoder: dict,
+    decoder: dict,
+    vocab_size: int,
+    seed: int = 0,
+    blank_bias: float = 1.0,
+    zero_duration_bias: float = -0.3,
+    **overrides,
 ) -> ReferenceCheckpoint:
     """A random `ParakeetForTDT` (kind "tdt") or `ParakeetForRNNT` ("rnnt"); the blank is the last id."""
     from transformers import (
@@ -137,11 +145,19 @@ def make_transducer_checkpoint(
         ParakeetTDTConfig,
     )
 
-    config_class, model_class = {"tdt": (ParakeetTDTConfig, ParakeetForTDT), "rnnt": (ParakeetRNNTConfig, ParakeetForRNNT)}[kind]
+    config_class, model_class = {
+        "tdt": (ParakeetTDTConfig, ParakeetForTDT),
+        "rnnt": (ParakeetRNNTConfig, ParakeetForRNNT),
+    }[kind]
     torch.manual_seed(seed)
-    config = config_class(encoder_config=ParakeetEncoderConfig(**encoder).to_dict(), vocab_size=vocab_size,
-                          blank_token_id=blank_id_for(vocab_size), pad_token_id=blank_id_for(vocab_size), **decoder,
-                          **overrides)
+    config = config_class(
+        encoder_config=ParakeetEncoderConfig(**encoder).to_dict(),
+        vocab_size=vocab_size,
+        blank_token_id=blank_id_for(vocab_size),
+        pad_token_id=blank_id_for(vocab_size),
+        **decoder,
+        **overrides,
+    )
     model = model_class(config).eval()
     randomize(model, seed)
     liven_transducer(model, seed, blank_bias, zero_duration_bias)

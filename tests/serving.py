@@ -17,7 +17,9 @@ def running_app(options: dict[str, Any], port: int, num_cpus: int = 2) -> Iterat
     from deployments.app import build_app
 
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
+    ray.init(
+        address="local", num_cpus=num_cpus, include_dashboard=False
+    )  # a fresh Ray even if a `ray start` cluster left its address
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield serve.run(build_app(options), name="parakeet", route_prefix="/")
@@ -40,7 +42,7 @@ def encoder_batch_sizes(timeout_s: float = 90.0) -> tuple[int, int]:
     deadline = time.monotonic() + timeout_s
     while True:
         text = requests.get(url, timeout=10).text
-        counts = re.findall(r'^ray_parakeet_encoder_batch_size_count\{[^}]*\} (\S+)$', text, re.M)
+        counts = re.findall(r"^ray_parakeet_encoder_batch_size_count\{[^}]*\} (\S+)$", text, re.M)
         singles = re.findall(r'^ray_parakeet_encoder_batch_size_bucket\{[^}]*le="1\.0"[^}]*\} (\S+)$', text, re.M)
         if counts or time.monotonic() > deadline:
             total = int(sum(float(count) for count in counts))

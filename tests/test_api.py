@@ -109,16 +109,21 @@ def test_windows_must_fit_the_position_table(tmp_path: Path, speechlike) -> None
     """A model whose position table holds 25 encoder frames (2 s) refuses windows longer than that, and with
     windows that fit transcribes audio of any length."""
     checkpoint = make_reference_checkpoint(tmp_path, SMALL_ENCODER, vocab_size=257, max_position_embeddings=25)
-    with pytest.raises(ConfigError, match=r"largest window \(3000 feature frames\) gives 375 encoder frames.*holds 25 "
-                                          r"\(about 2 s\): choose frame_counts of at most 200"):
+    with pytest.raises(
+        ConfigError,
+        match=r"largest window \(3000 feature frames\) gives 375 encoder frames.*holds 25 "
+        r"\(about 2 s\): choose frame_counts of at most 200",
+    ):
         load_model(checkpoint.directory)
     model = load_model(checkpoint.directory, buckets=Buckets((1, 4), (200,)), context_seconds=0.32)
     audio = np.concatenate(speechlike)
     assert model.transcribe(audio)[0].duration == pytest.approx(len(audio) / 16000)
 
 
-@pytest.mark.parametrize("audio", [np.zeros(0, np.float32), np.zeros(100, np.float32), np.zeros(16000, np.float32),
-                                   np.full(16000, 5e-5, np.float32)])
+@pytest.mark.parametrize(
+    "audio",
+    [np.zeros(0, np.float32), np.zeros(100, np.float32), np.zeros(16000, np.float32), np.full(16000, 5e-5, np.float32)],
+)
 def test_empty_short_and_silent_audio_give_empty_transcripts(model, audio) -> None:
     """As in the Serve app and the batch job: nothing to hear is "" (the model would invent words from silence)."""
     [transcript] = model.transcribe(audio)
@@ -204,8 +209,10 @@ def test_int8_quantisation_stays_close_to_float32(small_checkpoint, speechlike) 
     assert len(quantized.transcribe(speechlike)) == len(speechlike)
 
 
-@pytest.mark.parametrize("options", [dict(quantize="int4"), dict(quantize="int8", dtype=torch.bfloat16),
-                                     dict(quantize="int8", device="meta")])
+@pytest.mark.parametrize(
+    "options",
+    [dict(quantize="int4"), dict(quantize="int8", dtype=torch.bfloat16), dict(quantize="int8", device="meta")],
+)
 def test_bad_quantisation_options(small_checkpoint, options) -> None:
     with pytest.raises(ValueError, match="quantize"):
         load_model(small_checkpoint.directory, **options)

@@ -36,14 +36,18 @@ def test_averaged_checkpoint_has_the_mean_weights_and_loads_in_transformers(smal
             torch.testing.assert_close(value, (first[name] + second[name]) / 2, rtol=0, atol=1e-6)
 
     reference = ParakeetForCTC.from_pretrained(out).state_dict()
-    expected = {name: (value + other.model.state_dict()[name]) / 2
-                for name, value in small_checkpoint.model.state_dict().items() if value.is_floating_point()}
+    expected = {
+        name: (value + other.model.state_dict()[name]) / 2
+        for name, value in small_checkpoint.model.state_dict().items()
+        if value.is_floating_point()
+    }
     for name, value in expected.items():
         torch.testing.assert_close(reference[name], value, rtol=0, atol=1e-6)
 
 
-def test_models_of_different_architectures_are_refused(small_checkpoint, small_tdt_checkpoint, tmp_path,
-                                                       capsys) -> None:
+def test_models_of_different_architectures_are_refused(
+    small_checkpoint, small_tdt_checkpoint, tmp_path, capsys
+) -> None:
     ctc, tdt, out = small_checkpoint.directory, small_tdt_checkpoint.directory, tmp_path / "averaged"
     assert average.main([str(ctc), str(tdt), "--out", str(out)]) == 1
     assert f"cannot average {tdt} with {ctc}: their config.json differ" in capsys.readouterr().err

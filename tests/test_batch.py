@@ -30,9 +30,11 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS = 200
 # Rows no decoder can read, each with the start of the error it must carry.
-CORRUPT = {"corrupt-text": (b"this is not audio", "row 'corrupt-text': cannot decode audio"),
-           "corrupt-empty": (b"", "row 'corrupt-empty': no audio"),
-           "corrupt-mp4": (b"\x00\x00\x00\x20ftypisom" + bytes(64), "row 'corrupt-mp4': MP4/M4A/AAC audio is not supported")}
+CORRUPT = {
+    "corrupt-text": (b"this is not audio", "row 'corrupt-text': cannot decode audio"),
+    "corrupt-empty": (b"", "row 'corrupt-empty': no audio"),
+    "corrupt-mp4": (b"\x00\x00\x00\x20ftypisom" + bytes(64), "row 'corrupt-mp4': MP4/M4A/AAC audio is not supported"),
+}
 
 
 def flac_bytes(audio: np.ndarray) -> bytes:
@@ -62,7 +64,9 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, b
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(address="local", num_cpus=2, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False
+    )  # a fresh Ray even if a `ray start` cluster left its address
     yield
     ray.shutdown()
 
@@ -74,8 +78,10 @@ def expected(dataset) -> dict[str, tuple[str, list[dict]]]:
     model = load_model()
     ids = [row_id for row_id in audio if row_id.startswith("clip-")]
     transcripts = model.transcribe([audio[i] for i in ids])
-    return {i: (t.text, [{"word": w.word, "start": w.start, "end": w.end} for w in t.words])
-            for i, t in zip(ids, transcripts)}
+    return {
+        i: (t.text, [{"word": w.word, "start": w.start, "end": w.end} for w in t.words])
+        for i, t in zip(ids, transcripts)
+    }
 
 
 def read_output(directory: Path) -> dict[str, dict]:
@@ -87,8 +93,11 @@ def read_output(directory: Path) -> dict[str, dict]:
 
 def test_every_row_answered_errors_kept_transcripts_match(dataset, local_ray, expected, tmp_path):
     path, audio = dataset
-    counts = batch.run(batch.BatchConfig(input=str(path), output=str(tmp_path / "out"), frame_counts=(300, 600),
-                                         context_seconds=1.0, encoder_rows=32))
+    counts = batch.run(
+        batch.BatchConfig(
+            input=str(path), output=str(tmp_path / "out"), frame_counts=(300, 600), context_seconds=1.0, encoder_rows=32
+        )
+    )
     rows = read_output(tmp_path / "out")
     assert set(rows) == set(audio) and counts == {"rows": len(audio), "errors": len(CORRUPT) + 1}
     for row_id, (_, message) in CORRUPT.items():
@@ -107,8 +116,15 @@ def test_a_tdt_model_gives_its_offline_results(dataset, local_ray, small_tdt_che
     subset = pq.read_table(path).slice(0, 25)
     pq.write_table(subset, tmp_path / "subset.parquet")
     directory = str(small_tdt_checkpoint.directory)
-    batch.run(batch.BatchConfig(input=str(tmp_path / "subset.parquet"), output=str(tmp_path / "out"), model=directory,
-                                frame_counts=(300, 600), context_seconds=1.0))
+    batch.run(
+        batch.BatchConfig(
+            input=str(tmp_path / "subset.parquet"),
+            output=str(tmp_path / "out"),
+            model=directory,
+            frame_counts=(300, 600),
+            context_seconds=1.0,
+        )
+    )
     rows = read_output(tmp_path / "out")
     good = [row_id for row_id in subset.column("id").to_pylist() if row_id.startswith("clip-")]
     expected = load_model(directory).transcribe([audio[row_id] for row_id in good])
@@ -127,8 +143,14 @@ def test_hugging_face_struct_and_path_cells(local_ray, expected, dataset, tmp_pa
     structs = [{"bytes": audio[ids[0]], "path": None}, {"bytes": None, "path": str(tmp_path / f"{ids[1]}.flac")}, None]
     pq.write_table(pa.table({"key": ids, "speech": structs}), tmp_path / "structs.parquet")
     make_dataset(tmp_path, tmp_path / "made" / "dataset.parquet")
-    batch.run(batch.BatchConfig(input=str(tmp_path / "structs.parquet"), output=str(tmp_path / "out-structs"),
-                                audio_column="speech", id_column="key"))
+    batch.run(
+        batch.BatchConfig(
+            input=str(tmp_path / "structs.parquet"),
+            output=str(tmp_path / "out-structs"),
+            audio_column="speech",
+            id_column="key",
+        )
+    )
     batch.run(batch.BatchConfig(input=str(tmp_path / "made"), output=str(tmp_path / "out-made")))
     structs_out, made_out = read_output(tmp_path / "out-structs"), read_output(tmp_path / "out-made")
     assert [structs_out[i]["text"] for i in ids[:2]] == [expected[i][0] for i in ids[:2]]
@@ -182,14 +204,32 @@ def started_cluster():
     """A `ray start --head` cluster with its dashboard (the job server): (its address, the env to reach it)."""
     gcs_port, dashboard_port = free_port(), free_port()
     # Every port its own: the module's local Ray already holds the default agent ports.
-    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                   f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}"]
+    agent_ports = [
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+    ]
     # A token left in ~/.ray by other tools would turn on dashboard auth; this throwaway cluster needs none.
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(
-        ["ray", "start", "--head", "--block", f"--port={gcs_port}", "--num-cpus=2", "--include-dashboard=true",
-         f"--dashboard-port={dashboard_port}", *agent_ports, "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+        [
+            "ray",
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs_port}",
+            "--num-cpus=2",
+            "--include-dashboard=true",
+            f"--dashboard-port={dashboard_port}",
+            *agent_ports,
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
+    )
     try:
         address = f"http://127.0.0.1:{dashboard_port}"
         wait_for(f"{address}/api/version", timeout=180)
@@ -202,8 +242,9 @@ def started_cluster():
 def ray_job(address: str, env: dict[str, str], command: str, *args: str) -> subprocess.CompletedProcess:
     """`ray job COMMAND ARGS` against the cluster; the dashboard answers before its job agent is up: retried."""
     for _ in range(30):
-        result = subprocess.run(["ray", "job", command, f"--address={address}", *args], capture_output=True,
-                                text=True, timeout=900, env=env)
+        result = subprocess.run(
+            ["ray", "job", command, f"--address={address}", *args], capture_output=True, text=True, timeout=900, env=env
+        )
         if "No available agent" not in result.stderr:
             return result
         time.sleep(2)
@@ -213,8 +254,21 @@ def ray_job(address: str, env: dict[str, str], command: str, *args: str) -> subp
 def test_ray_job_submit_against_a_started_cluster(dataset, started_cluster, tmp_path):
     path, audio = dataset
     address, env = started_cluster
-    submit = ray_job(address, env, "submit", "--working-dir", str(ROOT), "--", "python", "-m", "pipeline.batch",
-                     "--input", str(path), "--output", str(tmp_path / "out"))
+    submit = ray_job(
+        address,
+        env,
+        "submit",
+        "--working-dir",
+        str(ROOT),
+        "--",
+        "python",
+        "-m",
+        "pipeline.batch",
+        "--input",
+        str(path),
+        "--output",
+        str(tmp_path / "out"),
+    )
     assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
     assert "succeeded" in submit.stdout
     assert set(read_output(tmp_path / "out")) == set(audio)
@@ -231,8 +285,11 @@ def test_job_stopped_half_way_then_resubmitted(dataset, started_cluster, expecte
     for part, start in enumerate(range(0, len(table), 25)):
         pq.write_table(table.slice(start, 25), inputs / f"part-{part}.parquet")
     client = JobSubmissionClient(address)
-    job = {"entrypoint": f"python -m pipeline.batch --input {inputs} --output {output} --encoder-rows 16 "
-                         "--rows-per-file 16", "runtime_env": {"working_dir": str(ROOT)}}
+    job = {
+        "entrypoint": f"python -m pipeline.batch --input {inputs} --output {output} --encoder-rows 16 "
+        "--rows-per-file 16",
+        "runtime_env": {"working_dir": str(ROOT)},
+    }
     first_run = client.submit_job(**job)
     deadline = time.monotonic() + 600
     while not list(output.glob("*.parquet")) and time.monotonic() < deadline:

@@ -58,7 +58,10 @@ def test_subtitles_of_several_files_go_one_file_each(small_checkpoint, wav_files
     assert main(["transcribe", *map(str, wav_files), "--model", directory, "--format", "srt"]) == 2
     assert "srt of several files needs --output-dir DIR" in capsys.readouterr().err
     out = tmp_path / "subtitles"
-    assert main(["transcribe", *map(str, wav_files), "--model", directory, "--format", "srt", "--output-dir", str(out)]) == 0
+    assert (
+        main(["transcribe", *map(str, wav_files), "--model", directory, "--format", "srt", "--output-dir", str(out)])
+        == 0
+    )
     expected = load_model(directory).transcribe(wav_files)
     for path, transcript in zip(wav_files, expected):
         assert (out / f"{path.stem}.srt").read_text() == render(transcript, "srt")
@@ -94,16 +97,31 @@ def test_a_closed_pipe_ends_quietly(small_checkpoint, wav_files) -> None:
     """`parakeet transcribe ... | head -0`: the reader is gone before the first line."""
     read, write = os.pipe()
     os.close(read)
-    result = subprocess.run([sys.executable, "-m", "cli", "transcribe", *map(str, wav_files), "--model",
-                             str(small_checkpoint.directory)], stdout=write, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "transcribe", *map(str, wav_files), "--model", str(small_checkpoint.directory)],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.close(write)
     assert (result.returncode, result.stderr) == (141, "")
 
 
 def test_ctrl_c_ends_quietly(small_checkpoint, wav_files) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "cli", "transcribe", *map(str, wav_files * 50), "--model",
-                                str(small_checkpoint.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "transcribe",
+            *map(str, wav_files * 50),
+            "--model",
+            str(small_checkpoint.directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(1.5)  # inside main(): importing torch, loading the model or transcribing
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -121,10 +139,27 @@ def test_a_bad_checkpoint_is_one_line(tmp_path) -> None:
 
 
 def test_batch_bucket_options_reach_the_job_config() -> None:
-    args = build_parser().parse_args(["batch", "--input", "in", "--output", "out", "--batch-sizes", "2,16",
-                                      "--frame-counts", "500,1500", "--context-seconds", "1.5"])
+    args = build_parser().parse_args(
+        [
+            "batch",
+            "--input",
+            "in",
+            "--output",
+            "out",
+            "--batch-sizes",
+            "2,16",
+            "--frame-counts",
+            "500,1500",
+            "--context-seconds",
+            "1.5",
+        ]
+    )
     config = config_from_args(args)
-    assert (config.buckets.batch_sizes, config.buckets.frame_counts, config.context_seconds) == ((2, 16), (500, 1500), 1.5)
+    assert (config.buckets.batch_sizes, config.buckets.frame_counts, config.context_seconds) == (
+        (2, 16),
+        (500, 1500),
+        1.5,
+    )
 
 
 def test_batch_options_default_to_the_job_config() -> None:

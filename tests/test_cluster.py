@@ -59,17 +59,27 @@ def test_cluster_yaml_passes_rays_schema() -> None:
     assert types["head"]["resources"] == {"CPU": 0}
     assert [name for name, kind in types.items() if "cpu_stage" in kind["resources"]] == ["cpu_worker"]
     assert {name: (kind["min_workers"], kind["max_workers"]) for name, kind in types.items()} == {
-        "head": (0, 0), "cpu_worker": (1, 8), "gpu_worker": (1, 8)}
+        "head": (0, 0),
+        "cpu_worker": (1, 8),
+        "gpu_worker": (1, 8),
+    }
     assert config["idle_timeout_minutes"] == 10
     assert config["setup_commands"] == ["pip install -q -e ~/parakeet-serve"]
     assert {Path(local).name for local in config["file_mounts"].values()} >= {"pyproject.toml", "deployments"}
-    assert all("ray start" in command[-1] for command in (config["head_start_ray_commands"],
-                                                          config["worker_start_ray_commands"]))
+    assert all(
+        "ray start" in command[-1]
+        for command in (config["head_start_ray_commands"], config["worker_start_ray_commands"])
+    )
 
 
-@pytest.mark.parametrize("key, typo", [("idle_timeout_minutes", "idle_timout_minutes"),  # top level
-                                       ("min_workers", "min_worker"),                      # in a node type
-                                       ("pull_before_run", "pull_before_runs")])           # in docker
+@pytest.mark.parametrize(
+    "key, typo",
+    [
+        ("idle_timeout_minutes", "idle_timout_minutes"),  # top level
+        ("min_workers", "min_worker"),  # in a node type
+        ("pull_before_run", "pull_before_runs"),
+    ],
+)  # in docker
 def test_a_misspelled_key_fails_the_schema(tmp_path: Path, key: str, typo: str) -> None:
     text = CLUSTER_YAML.read_text()
     assert f" {key}:" in text or f"\n{key}:" in text
@@ -94,8 +104,9 @@ def test_serve_config_asks_only_for_resources_its_node_types_have() -> None:
     assert encoder.autoscaling_config["max_replicas"] == node_types["gpu_worker"]["max_workers"]
 
 
-def test_an_encoder_placed_for_cuda_falls_back_to_cpu(monkeypatch: pytest.MonkeyPatch,
-                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_an_encoder_placed_for_cuda_falls_back_to_cpu(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from deployments.encoder import usable_device
 
     logging.getLogger("ray.serve").addHandler(caplog.handler)  # Serve's logger does not propagate to the root
@@ -137,8 +148,9 @@ def test_a_call_lost_with_its_replica_is_resent_then_gives_up() -> None:
 def node_args(node_type: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
     """Cluster.add_node arguments for a cluster.yaml node type: its `resources`, over the stand-in counts."""
     resources = dict(node_type["resources"])
-    declared = {name: resources.pop(key) for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus"))
-                if key in resources}
+    declared = {
+        name: resources.pop(key) for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if key in resources
+    }
     return {**counts, **declared, "resources": resources}
 
 
@@ -165,8 +177,10 @@ class Deployed:
 
     def replicas(self, deployment: str) -> list[ActorState]:
         """The live replica actors of one of the app's deployments."""
-        return list_actors(address=self.dashboard, filters=[("class_name", "=", f"ServeReplica:parakeet:{deployment}"),
-                                                            ("state", "=", "ALIVE")])
+        return list_actors(
+            address=self.dashboard,
+            filters=[("class_name", "=", f"ServeReplica:parakeet:{deployment}"), ("state", "=", "ALIVE")],
+        )
 
     def replica_node_types(self, deployment: str) -> set[str]:
         by_id = {node.node_id: name for name, node in self.nodes.items()}
@@ -215,8 +229,9 @@ def model():
 
 
 def transcribe_over_http(audio: np.ndarray) -> requests.Response:
-    return requests.post(f"{URL}/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(audio))},
-                         timeout=180)
+    return requests.post(
+        f"{URL}/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(audio))}, timeout=180
+    )
 
 
 @pytest.mark.slow
@@ -247,10 +262,14 @@ def exported_metrics(endpoint: str) -> dict[str, str]:
 def test_our_metrics_reach_the_prometheus_endpoint_of_their_node(cluster: Deployed, unseen_speech) -> None:
     assert transcribe_over_http(unseen_speech[1][0]).status_code == 200
     assert wait_for(lambda: exported_metrics(cluster.metrics("cpu_worker")), "the ingress's metrics", 90) == {
-        "ray_parakeet_audio_seconds_total": "counter", "ray_parakeet_request_rtfx": "histogram"}
+        "ray_parakeet_audio_seconds_total": "counter",
+        "ray_parakeet_request_rtfx": "histogram",
+    }
     assert wait_for(lambda: exported_metrics(cluster.metrics("gpu_worker")), "the encoder's metrics", 90) == {
-        "ray_parakeet_encoder_batch_size": "histogram", "ray_parakeet_encoder_batch_fill_ratio": "histogram",
-        "ray_parakeet_encoder_queue_wait_seconds": "histogram"}
+        "ray_parakeet_encoder_batch_size": "histogram",
+        "ray_parakeet_encoder_batch_fill_ratio": "histogram",
+        "ray_parakeet_encoder_queue_wait_seconds": "histogram",
+    }
     assert exported_metrics(cluster.metrics("head")) == {}
 
 
@@ -271,8 +290,10 @@ def test_a_killed_encoder_replica_loses_no_request(cluster: Deployed, model, uns
             assert "retry the request" in answer.json()["error"]["message"]
         else:
             assert answer.status_code == 200 and answer.json() == {"text": text}
-    [revived] = wait_for(lambda: [a for a in cluster.replicas("Encoder") if a.actor_id != victim.actor_id],
-                         "Serve to replace the replica")
+    [revived] = wait_for(
+        lambda: [a for a in cluster.replicas("Encoder") if a.actor_id != victim.actor_id],
+        "Serve to replace the replica",
+    )
     assert revived.node_id == cluster.nodes["gpu_worker"].node_id
     wait_for(lambda: app_status() == "RUNNING", "the app to recover")
     assert transcribe_over_http(clips[0]).json() == {"text": expected[0]}
@@ -291,7 +312,11 @@ def test_a_batching_change_reaches_the_running_replicas(cluster: Deployed, unsee
     changed.write_text(yaml.safe_dump(config))
     deployed_at = serve.status().applications["parakeet"].last_deployed_time_s
     subprocess.run(["serve", "deploy", str(changed), "--address", cluster.dashboard], check=True)
-    wait_for(lambda: serve.status().applications["parakeet"].last_deployed_time_s > deployed_at
-             and app_status() == "RUNNING", "the new config to apply")
+    wait_for(
+        lambda: (
+            serve.status().applications["parakeet"].last_deployed_time_s > deployed_at and app_status() == "RUNNING"
+        ),
+        "the new config to apply",
+    )
     assert transcribe_over_http(unseen_speech[1][0]).status_code == 200
     assert {name: {actor.actor_id for actor in cluster.replicas(name)} for name in before} == before

@@ -41,7 +41,10 @@ def test_words_and_timestamps() -> None:
     tokenizer = tiny_tokenizer()
     spans = [TokenSpan(1, 0, 1), TokenSpan(2, 3, 5), TokenSpan(3, 7, 8), TokenSpan(4, 9, 9)]
     assert tokenizer.decode([s.token_id for s in spans]) == "hello world"
-    assert words_from_spans(spans, tokenizer, frame_seconds=0.08) == [Word("hello", 0.0, 0.48), Word("world", 0.56, 0.8)]
+    assert words_from_spans(spans, tokenizer, frame_seconds=0.08) == [
+        Word("hello", 0.0, 0.48),
+        Word("world", 0.56, 0.8),
+    ]
 
 
 def test_subtitle_and_json_formats() -> None:

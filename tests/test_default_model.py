@@ -46,6 +46,7 @@ def test_cli_without_model_flag(tmp_path, unseen_speech) -> None:
     _, audio = unseen_speech
     path = tmp_path / "speech.wav"
     soundfile.write(path, audio[0], 16000)
-    result = subprocess.run([sys.executable, "-m", "cli", "transcribe", str(path)], capture_output=True,
-                            text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "transcribe", str(path)], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == load_model().transcribe(path)[0].text

@@ -11,8 +11,11 @@ from deployments.decoder import DecoderDeployment  # noqa: E402
 
 
 def test_batching_is_validated_naming_the_key() -> None:
-    with pytest.raises(ValueError, match=r"unknown user_config key\(s\) batch_size; known: batch_wait_timeout_s, "
-                                         r"max_batch_size"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown user_config key\(s\) batch_size; known: batch_wait_timeout_s, "
+        r"max_batch_size",
+    ):
         Batching.from_dict({"batch_size": 4})
     with pytest.raises(ValueError, match="batch_wait_timeout_s must be 0 to 10 seconds, got -1"):
         Batching.from_dict({"batch_wait_timeout_s": -1})
@@ -28,6 +31,9 @@ def test_reconfigure_changes_a_replicas_batching_in_place(small_tdt_checkpoint) 
     replica = DecoderDeployment.func_or_class(AppConfig(model=str(small_tdt_checkpoint.directory)))
     assert replica._decode_batch._get_max_batch_size() == DECODER_BATCHING.max_batch_size
     replica.reconfigure({"batch_wait_timeout_s": 0.002, "max_batch_size": 4})
-    assert (replica._decode_batch._get_max_batch_size(), replica._decode_batch._get_batch_wait_timeout_s()) == (4, 0.002)
+    assert (replica._decode_batch._get_max_batch_size(), replica._decode_batch._get_batch_wait_timeout_s()) == (
+        4,
+        0.002,
+    )
     replica.reconfigure({})  # a user_config without a key sets that key's default
     assert replica._decode_batch._get_max_batch_size() == DECODER_BATCHING.max_batch_size

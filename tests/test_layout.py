@@ -46,8 +46,13 @@ def project_imports() -> dict[str, set[str]]:
 
 @pytest.mark.parametrize("package", ALLOWED)
 def test_no_import_runs_up_the_layers(package: str) -> None:
-    upward = {f"{module} imports {name}" for module, names in project_imports().items() if module.split(".")[0] == package
-              for name in names if name.split(".")[0] not in ALLOWED[package] | {package}}
+    upward = {
+        f"{module} imports {name}"
+        for module, names in project_imports().items()
+        if module.split(".")[0] == package
+        for name in names
+        if name.split(".")[0] not in ALLOWED[package] | {package}
+    }
     assert not upward
 
 
@@ -58,7 +63,7 @@ def test_no_import_cycle() -> None:
 
     def visit(module: str) -> None:
         if module in visiting:
-            raise AssertionError(f"import cycle: {' -> '.join(visiting[visiting.index(module):] + [module])}")
+            raise AssertionError(f"import cycle: {' -> '.join(visiting[visiting.index(module) :] + [module])}")
         if module in done:
             return
         visiting.append(module)

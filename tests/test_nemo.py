@@ -43,8 +43,14 @@ NEMO_NAMES = [
 TOKENIZER_FILE = "3f2a9c_tokenizer.model"  # NeMo prefixes artifacts with a hash
 
 
-TRAINING_ONLY = {"dropout", "dropout_positions", "layerdrop", "activation_dropout", "attention_dropout",
-                 "initializer_range"}
+TRAINING_ONLY = {
+    "dropout",
+    "dropout_positions",
+    "layerdrop",
+    "activation_dropout",
+    "attention_dropout",
+    "initializer_range",
+}
 
 
 def inference_settings(config) -> dict:
@@ -63,8 +69,15 @@ def train_sentencepiece(pieces: int) -> bytes:
     """A SentencePiece BPE as NeMo trains them (unk at 0, no bos/eos)."""
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentence_pool(4000, seed=1)), model_writer=model, model_type="bpe",
-        vocab_size=pieces, character_coverage=1.0, bos_id=-1, eos_id=-1, minloglevel=2)
+        sentence_iterator=iter(sentence_pool(4000, seed=1)),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=pieces,
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        minloglevel=2,
+    )
     return model.getvalue()
 
 
@@ -76,39 +89,87 @@ def nemo_config(config, tokenizer: sentencepiece.SentencePieceProcessor) -> dict
     values = {
         "sample_rate": 16000,
         "tokenizer": {"dir": None, "type": "bpe", "model": f"nemo:{TOKENIZER_FILE}"},
-        "preprocessor": {"_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
-                         "sample_rate": 16000, "normalize": "per_feature", "window_size": 0.025, "window_stride": 0.01,
-                         "window": "hann", "features": encoder.num_mel_bins, "n_fft": 512, "log": True,
-                         "frame_splicing": 1, "dither": 1e-05, "pad_to": 0, "pad_value": 0.0},
-        "encoder": {"_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": encoder.num_mel_bins,
-                    "feat_out": -1, "n_layers": encoder.num_hidden_layers, "d_model": encoder.hidden_size,
-                    "subsampling": "dw_striding", "subsampling_factor": 8,
-                    "subsampling_conv_channels": encoder.subsampling_conv_channels,
-                    "ff_expansion_factor": encoder.intermediate_size // encoder.hidden_size,
-                    "self_attention_model": "rel_pos", "n_heads": encoder.num_attention_heads,
-                    "att_context_size": [-1, -1], "xscaling": True, "untie_biases": True, "pos_emb_max_len": 5000,
-                    "conv_kernel_size": encoder.conv_kernel_size, "conv_norm_type": "batch_norm",
-                    "dropout": 0.1, "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1},
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+            "sample_rate": 16000,
+            "normalize": "per_feature",
+            "window_size": 0.025,
+            "window_stride": 0.01,
+            "window": "hann",
+            "features": encoder.num_mel_bins,
+            "n_fft": 512,
+            "log": True,
+            "frame_splicing": 1,
+            "dither": 1e-05,
+            "pad_to": 0,
+            "pad_value": 0.0,
+        },
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+            "feat_in": encoder.num_mel_bins,
+            "feat_out": -1,
+            "n_layers": encoder.num_hidden_layers,
+            "d_model": encoder.hidden_size,
+            "subsampling": "dw_striding",
+            "subsampling_factor": 8,
+            "subsampling_conv_channels": encoder.subsampling_conv_channels,
+            "ff_expansion_factor": encoder.intermediate_size // encoder.hidden_size,
+            "self_attention_model": "rel_pos",
+            "n_heads": encoder.num_attention_heads,
+            "att_context_size": [-1, -1],
+            "xscaling": True,
+            "untie_biases": True,
+            "pos_emb_max_len": 5000,
+            "conv_kernel_size": encoder.conv_kernel_size,
+            "conv_norm_type": "batch_norm",
+            "dropout": 0.1,
+            "dropout_pre_encoder": 0.1,
+            "dropout_emb": 0.0,
+            "dropout_att": 0.1,
+        },
     }
     if not hasattr(config, "decoder_hidden_size"):
-        values["decoder"] = {"_target_": "nemo.collections.asr.modules.ConvASRDecoder",
-                             "feat_in": encoder.hidden_size, "num_classes": len(labels), "vocabulary": labels}
+        values["decoder"] = {
+            "_target_": "nemo.collections.asr.modules.ConvASRDecoder",
+            "feat_in": encoder.hidden_size,
+            "num_classes": len(labels),
+            "vocabulary": labels,
+        }
         return values
     hidden = config.decoder_hidden_size
     durations = list(getattr(config, "durations", []))
     values.update(
         labels=labels,
-        model_defaults={"enc_hidden": encoder.hidden_size, "pred_hidden": hidden, "joint_hidden": hidden,
-                        **({"tdt_durations": durations} if durations else {})},
-        decoder={"_target_": "nemo.collections.asr.modules.RNNTDecoder", "blank_as_pad": True,
-                 "vocab_size": len(labels), "prednet": {"pred_hidden": hidden,
-                                                        "pred_rnn_layers": config.num_decoder_layers, "dropout": 0.2}},
-        joint={"_target_": "nemo.collections.asr.modules.RNNTJoint", "num_classes": len(labels),
-               "num_extra_outputs": len(durations), "vocabulary": labels,
-               "jointnet": {"joint_hidden": hidden, "activation": "relu", "dropout": 0.2,
-                            "encoder_hidden": encoder.hidden_size, "pred_hidden": hidden}},
-        decoding={"strategy": "greedy_batch", "greedy": {"max_symbols": config.max_symbols_per_step},
-                  **({"model_type": "tdt", "durations": durations} if durations else {})},
+        model_defaults={
+            "enc_hidden": encoder.hidden_size,
+            "pred_hidden": hidden,
+            "joint_hidden": hidden,
+            **({"tdt_durations": durations} if durations else {}),
+        },
+        decoder={
+            "_target_": "nemo.collections.asr.modules.RNNTDecoder",
+            "blank_as_pad": True,
+            "vocab_size": len(labels),
+            "prednet": {"pred_hidden": hidden, "pred_rnn_layers": config.num_decoder_layers, "dropout": 0.2},
+        },
+        joint={
+            "_target_": "nemo.collections.asr.modules.RNNTJoint",
+            "num_classes": len(labels),
+            "num_extra_outputs": len(durations),
+            "vocabulary": labels,
+            "jointnet": {
+                "joint_hidden": hidden,
+                "activation": "relu",
+                "dropout": 0.2,
+                "encoder_hidden": encoder.hidden_size,
+                "pred_hidden": hidden,
+            },
+        },
+        decoding={
+            "strategy": "greedy_batch",
+            "greedy": {"max_symbols": config.max_symbols_per_step},
+            **({"model_type": "tdt", "durations": durations} if durations else {}),
+        },
     )
     return values
 
@@ -123,8 +184,11 @@ def build_nemo(checkpoint: ReferenceCheckpoint, path: Path) -> sentencepiece.Sen
     state["preprocessor.featurizer.fb"] = torch.rand(1, direct.config.encoder_config.num_mel_bins, 257)
     weights = io.BytesIO()
     torch.save(state, weights)
-    files = {"model_config.yaml": yaml.safe_dump(nemo_config(direct.config, tokenizer)).encode(),
-             "model_weights.ckpt": weights.getvalue(), TOKENIZER_FILE: tokenizer_model}
+    files = {
+        "model_config.yaml": yaml.safe_dump(nemo_config(direct.config, tokenizer)).encode(),
+        "model_weights.ckpt": weights.getvalue(),
+        TOKENIZER_FILE: tokenizer_model,
+    }
     with tarfile.open(path, "w") as archive:
         for name, data in files.items():
             info = tarfile.TarInfo(f"./{name}")
@@ -152,8 +216,9 @@ def test_converted_nemo_equals_the_same_weights_loaded_directly(
         output, lengths = direct.network(*direct.features(*pad_waveforms(speechlike)))
         spans = greedy_spans(direct.network, output, lengths)
     assert any(spans)
-    assert [t.text for t in converted.transcribe(speechlike)] == [tokenizer.decode([s.token_id for s in row])
-                                                                  for row in spans]
+    assert [t.text for t in converted.transcribe(speechlike)] == [
+        tokenizer.decode([s.token_id for s in row]) for row in spans
+    ]
     for text in sentence_pool(50, seed=7):  # the converted tokenizer.json tokenizes as SentencePiece does
         ids = tokenizer.encode(text)
         assert converted.tokenizer.encode(text) == ids and converted.tokenizer.decode(ids) == tokenizer.decode(ids)
@@ -168,4 +233,6 @@ def test_bad_nemo_files_are_named(tmp_path, capsys) -> None:
     with tarfile.open(tmp_path / "no-weights.nemo", "w") as archive:
         archive.addfile(tarfile.TarInfo("./model_config.yaml"), io.BytesIO(b""))
     assert main(["convert", str(tmp_path / "no-weights.nemo"), str(tmp_path / "out")]) == 2
-    assert "no-weights.nemo: no model_weights.ckpt in the archive (it holds model_config.yaml)" in capsys.readouterr().err
+    assert (
+        "no-weights.nemo: no model_weights.ckpt in the archive (it holds model_config.yaml)" in capsys.readouterr().err
+    )

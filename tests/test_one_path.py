@@ -34,8 +34,11 @@ URL = f"http://127.0.0.1:{PORT}"
 APP_OPTIONS = {"device": "cpu", "encoder_threads": 1, "stream_max_backlog_s": 3600.0}
 WINDOW_SECONDS = Buckets().max_frames / 100  # 10 ms feature frames
 # Stream windows equal to the offline ones: each commits the middle of a 30 s window, 2 s of context on each side.
-OFFLINE_WINDOWS = StreamSettings(chunk_seconds=WINDOW_SECONDS - 2 * DEFAULT_CONTEXT_SECONDS,
-                                 left_context_seconds=DEFAULT_CONTEXT_SECONDS, lookahead_seconds=DEFAULT_CONTEXT_SECONDS)
+OFFLINE_WINDOWS = StreamSettings(
+    chunk_seconds=WINDOW_SECONDS - 2 * DEFAULT_CONTEXT_SECONDS,
+    left_context_seconds=DEFAULT_CONTEXT_SECONDS,
+    lookahead_seconds=DEFAULT_CONTEXT_SECONDS,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -62,15 +65,17 @@ def app():
 
 
 def over_http(path: Path) -> str:
-    answer = requests.post(f"{URL}/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())},
-                           timeout=600)
+    answer = requests.post(
+        f"{URL}/v1/audio/transcriptions", files={"file": (path.name, path.read_bytes())}, timeout=600
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["text"]
 
 
 def by_cli(path: Path) -> str:
-    result = subprocess.run([sys.executable, "-m", "cli", "transcribe", str(path)], capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "transcribe", str(path)], capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout.removesuffix("\n")
 
@@ -84,8 +89,12 @@ def by_batch_job(path: Path, output: Path) -> str:
 
 def streamed(path: Path) -> str:
     async def done() -> str:
-        events = [event async for _, event in stream_audio(realtime_url(f"ws://127.0.0.1:{PORT}/v1/realtime",
-                                                                        OFFLINE_WINDOWS), load_audio(path), 100.0)]
+        events = [
+            event
+            async for _, event in stream_audio(
+                realtime_url(f"ws://127.0.0.1:{PORT}/v1/realtime", OFFLINE_WINDOWS), load_audio(path), 100.0
+            )
+        ]
         assert events[-1]["type"] == "done", events[-1]
         return events[-1]["text"]
 
@@ -93,8 +102,13 @@ def streamed(path: Path) -> str:
 
 
 def every_runner(path: Path, output: Path) -> dict[str, str]:
-    return {"model.transcribe": load_model().transcribe(path)[0].text, "parakeet transcribe": by_cli(path),
-            "HTTP": over_http(path), "batch job": by_batch_job(path, output), "stream": streamed(path)}
+    return {
+        "model.transcribe": load_model().transcribe(path)[0].text,
+        "parakeet transcribe": by_cli(path),
+        "HTTP": over_http(path),
+        "batch job": by_batch_job(path, output),
+        "stream": streamed(path),
+    }
 
 
 def test_a_long_recording_gives_the_same_text_everywhere(app, recordings, tmp_path) -> None:
@@ -105,4 +119,5 @@ def test_a_long_recording_gives_the_same_text_everywhere(app, recordings, tmp_pa
 
 def test_digital_silence_gives_nothing_everywhere(app, recordings, tmp_path) -> None:
     assert every_runner(recordings["silence"], tmp_path / "silence") == dict.fromkeys(
-        ["model.transcribe", "parakeet transcribe", "HTTP", "batch job", "stream"], "")
+        ["model.transcribe", "parakeet transcribe", "HTTP", "batch job", "stream"], ""
+    )

@@ -118,8 +118,9 @@ def test_tokenizer_decodes_like_transformers(tmp_path) -> None:
     trained = train_tokenizer(sentence_pool(4000, seed=5), vocab_size=1025)
     trained.save(str(tmp_path / "tokenizer.json"))
     ours = Tokenizer.from_file(tmp_path / "tokenizer.json", blank_id=1024)
-    reference = ParakeetTokenizer(tokenizer_object=trained, pad_token="<pad>", unk_token="<unk>",
-                                  clean_up_tokenization_spaces=False)
+    reference = ParakeetTokenizer(
+        tokenizer_object=trained, pad_token="<pad>", unk_token="<unk>", clean_up_tokenization_spaces=False
+    )
     assert ours.vocab_size == 1025 and ours.piece(1024) == "<pad>" and ours.piece(0) == "<unk>"
 
     generator = torch.Generator().manual_seed(0)

@@ -28,8 +28,15 @@ PORT = 8125
 URL = f"http://127.0.0.1:{PORT}"
 REALTIME = f"ws://127.0.0.1:{PORT}/v1/realtime"
 # Windows of up to 12 s (the default 10 s streaming window fits), long audio windowed with 2 s of context.
-APP_OPTIONS = {"device": "cpu", "batch_sizes": [1, 8], "frame_counts": [600, 1200], "context_seconds": 2.0,
-               "encoder_threads": 1, "stream_max_backlog_s": 20.0, "stream_idle_timeout_s": 5.0}
+APP_OPTIONS = {
+    "device": "cpu",
+    "batch_sizes": [1, 8],
+    "frame_counts": [600, 1200],
+    "context_seconds": 2.0,
+    "encoder_threads": 1,
+    "stream_max_backlog_s": 20.0,
+    "stream_idle_timeout_s": 5.0,
+}
 # Streaming windows equal to the app's long-audio windows: 8 s committed, 2 s of context on each side.
 OFFLINE_WINDOWS = StreamSettings(chunk_seconds=8.0, left_context_seconds=2.0, lookahead_seconds=2.0)
 
@@ -44,6 +51,7 @@ def app():
 
 def streamed(audio: np.ndarray, settings: StreamSettings | None = None, speed: float = 8.0) -> list[tuple[float, dict]]:
     """(seconds since the first frame was due, event) of one stream of a 16 kHz waveform."""
+
     async def collect() -> list[tuple[float, dict]]:
         return [item async for item in stream_audio(realtime_url(REALTIME, settings), audio, speed)]
 
@@ -67,8 +75,12 @@ def check_consistent(events: list[dict]) -> None:
 def offline(audio: np.ndarray) -> dict:
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, 16000, format="FLAC")
-    answer = requests.post(f"{URL}/v1/audio/transcriptions", files={"file": ("long.flac", buffer.getvalue())},
-                           data={"response_format": "verbose_json", "timestamp_granularities[]": "word"}, timeout=300)
+    answer = requests.post(
+        f"{URL}/v1/audio/transcriptions",
+        files={"file": ("long.flac", buffer.getvalue())},
+        data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+        timeout=300,
+    )
     return answer.json()
 
 
@@ -135,8 +147,12 @@ def test_other_sample_rates_are_resampled(app, long_recording: np.ndarray) -> No
     audio = long_recording[: 16000 * 6]
     at_16k = [event for _, event in streamed(audio, OFFLINE_WINDOWS)][-1]["text"]
     at_44k = soxr.resample(audio, 16000, 44100, quality="HQ")
-    events, code, _ = session(realtime_url(REALTIME, OFFLINE_WINDOWS, sample_rate=44100),
-                              pcm16(at_44k[: len(at_44k) // 2]), pcm16(at_44k[len(at_44k) // 2 :]), '{"type": "end"}')
+    events, code, _ = session(
+        realtime_url(REALTIME, OFFLINE_WINDOWS, sample_rate=44100),
+        pcm16(at_44k[: len(at_44k) // 2]),
+        pcm16(at_44k[len(at_44k) // 2 :]),
+        '{"type": "end"}',
+    )
     assert code == 1000 and events[-1]["type"] == "done"
     assert word_error_rate([at_16k], [events[-1]["text"]]) <= 0.2
 
@@ -150,25 +166,34 @@ def test_a_dropped_connection_frees_its_stream(app, long_recording: np.ndarray) 
         wait_for_live_streams(0, timeout=4.0)  # sooner than the 5 s idle timeout: the disconnect itself freed it
 
 
-@pytest.mark.parametrize("query, message", [
-    ("sample_rate=fast", "sample_rate must be an integer, got 'fast'"),
-    ("sample_rate=100", "sample_rate must be 8000 to 192000 Hz, got 100"),
-    ("chunk_seconds=0", "chunk_seconds must be at least one encoder frame"),
-    ("left_context_seconds=11", "at most 12 s"),
-    ("language=en", "unknown query parameter(s) language"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("sample_rate=fast", "sample_rate must be an integer, got 'fast'"),
+        ("sample_rate=100", "sample_rate must be 8000 to 192000 Hz, got 100"),
+        ("chunk_seconds=0", "chunk_seconds must be at least one encoder frame"),
+        ("left_context_seconds=11", "at most 12 s"),
+        ("language=en", "unknown query parameter(s) language"),
+    ],
+)
 def test_bad_parameters_get_an_error_event(app, query: str, message: str) -> None:
     events, code, reason = session(f"{REALTIME}?{query}")
     assert len(events) == 1 and events[0]["type"] == "error" and message in events[0]["message"]
     assert code == 1008 and reason == close_reason(events[0]["message"])
 
 
-@pytest.mark.parametrize("frames, message", [
-    ((b"\x00\x01\x02",), "a PCM frame must hold whole 16-bit samples (an even number of bytes), got 3 bytes"),
-    (("hello",), """text frames must be {"type": "end"}, got 'hello'"""),
-    (('{"type": "stop"}',), "text frames must be"),
-    ((bytes(2 * 16000 * 30),), "audio is arriving faster than it can be transcribed"),  # 30 s at once; the limit is 20
-])
+@pytest.mark.parametrize(
+    "frames, message",
+    [
+        ((b"\x00\x01\x02",), "a PCM frame must hold whole 16-bit samples (an even number of bytes), got 3 bytes"),
+        (("hello",), """text frames must be {"type": "end"}, got 'hello'"""),
+        (('{"type": "stop"}',), "text frames must be"),
+        (
+            (bytes(2 * 16000 * 30),),
+            "audio is arriving faster than it can be transcribed",
+        ),  # 30 s at once; the limit is 20
+    ],
+)
 def test_bad_frames_and_too_fast_clients_get_an_error_event(app, frames: tuple, message: str) -> None:
     events, code, _ = session(REALTIME, *frames)
     assert events[-1]["type"] == "error" and message in events[-1]["message"], events
@@ -178,8 +203,10 @@ def test_bad_frames_and_too_fast_clients_get_an_error_event(app, frames: tuple, 
 
 def test_a_stalled_client_gets_an_error_event(app) -> None:
     events, code, _ = session(REALTIME, pcm16(np.zeros(1600, np.float32)))
-    assert events[-1] == {"type": "error", "message": 'no frame for 5 s: send audio as it is recorded and '
-                                                      '{"type": "end"} when done'}
+    assert events[-1] == {
+        "type": "error",
+        "message": 'no frame for 5 s: send audio as it is recorded and {"type": "end"} when done',
+    }
     assert code == 1008
     wait_for_live_streams(0)
 
@@ -188,8 +215,13 @@ def test_uploads_stream_server_sent_events(app, long_recording: np.ndarray) -> N
     expected = offline(long_recording)
     buffer = io.BytesIO()
     soundfile.write(buffer, long_recording, 16000, format="FLAC")
-    with requests.post(f"{URL}/v1/audio/transcriptions", files={"file": ("long.flac", buffer.getvalue())},
-                       data={"stream": "true"}, stream=True, timeout=300) as answer:
+    with requests.post(
+        f"{URL}/v1/audio/transcriptions",
+        files={"file": ("long.flac", buffer.getvalue())},
+        data={"stream": "true"},
+        stream=True,
+        timeout=300,
+    ) as answer:
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in answer.iter_lines(decode_unicode=True) if line]
     events = [json.loads(line.removeprefix("data: ")) for line in lines]
@@ -198,8 +230,12 @@ def test_uploads_stream_server_sent_events(app, long_recording: np.ndarray) -> N
     assert sum(event["type"] == "final" for event in events) > 1
     assert events[-1]["text"] == expected["text"] and words_of(events) == expected["words"]
 
-    answer = requests.post(f"{URL}/v1/audio/transcriptions", files={"file": ("notes.txt", b"not audio")},
-                           data={"stream": "true"}, timeout=60)
+    answer = requests.post(
+        f"{URL}/v1/audio/transcriptions",
+        files={"file": ("notes.txt", b"not audio")},
+        data={"stream": "true"},
+        timeout=60,
+    )
     assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("notes.txt: cannot decode audio")
 
 

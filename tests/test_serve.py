@@ -28,8 +28,14 @@ URL = f"http://127.0.0.1:{PORT}"
 # needs that much (with 6 s windows and 1 s of context its windowed WER is 10 points above its per-clip WER). The
 # encoder runs eagerly (the cpu default): compiling on 2 cores takes minutes; test_stages checks the compiled encoder
 # against the eager one.
-APP_OPTIONS = {"device": "cpu", "batch_sizes": [1, 8], "frame_counts": [600, 1200], "context_seconds": 2.0,
-               "max_upload_mb": 1.0, "encoder_threads": 1}
+APP_OPTIONS = {
+    "device": "cpu",
+    "batch_sizes": [1, 8],
+    "frame_counts": [600, 1200],
+    "context_seconds": 2.0,
+    "max_upload_mb": 1.0,
+    "encoder_threads": 1,
+}
 
 pytestmark = pytest.mark.slow
 
@@ -53,8 +59,12 @@ def model():
 
 
 def post(data: bytes, filename: str = "speech.flac", **fields) -> requests.Response:
-    return requests.post(f"{URL}/v1/audio/transcriptions", files={"file": (filename, data)},
-                         data={"model": "parakeet", **fields}, timeout=120)
+    return requests.post(
+        f"{URL}/v1/audio/transcriptions",
+        files={"file": (filename, data)},
+        data={"model": "parakeet", **fields},
+        timeout=120,
+    )
 
 
 def test_every_response_format_matches_the_model(app, model, unseen_speech) -> None:
@@ -93,8 +103,7 @@ def test_long_audio_is_windowed_without_lost_or_doubled_words(app, model, unseen
     sentences, clips = unseen_speech[0][:16], unseen_speech[1][:16]
     audio = back_to_back(clips, pause_seconds=0.25)
     assert len(audio) > 4 * 1200 * 160  # more than four of the largest windows
-    windowed = post(flac_bytes(audio), response_format="verbose_json",
-                    **{"timestamp_granularities[]": ["word"]}).json()
+    windowed = post(flac_bytes(audio), response_format="verbose_json", **{"timestamp_granularities[]": ["word"]}).json()
     # Seams may not cost accuracy against the same recording decoded in one pass, with no seams (the small model is
     # itself less accurate on many sentences at once than one at a time: see bench/long_audio_windows.py).
     reference, whole = " ".join(sentences), model.transcribe([audio])[0].text
@@ -116,9 +125,17 @@ def test_a_tdt_model_serves_what_it_transcribes_offline(app, small_tdt_checkpoin
         expected = load_model(directory).transcribe(clips)
         assert any(transcript.words for transcript in expected)
         with ThreadPoolExecutor(8) as pool:
-            answers = list(pool.map(lambda clip: requests.post(
-                f"{URL}/tdt/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(clip))},
-                data={"response_format": "verbose_json", "timestamp_granularities[]": "word"}, timeout=120), clips))
+            answers = list(
+                pool.map(
+                    lambda clip: requests.post(
+                        f"{URL}/tdt/v1/audio/transcriptions",
+                        files={"file": ("speech.flac", flac_bytes(clip))},
+                        data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+                        timeout=120,
+                    ),
+                    clips,
+                )
+            )
         assert [a.json() for a in answers] == [json.loads(json.dumps(verbose_json(t, ("word",)))) for t in expected]
         assert handle.transcribe.remote(clips[0], 16000).result() == expected[0]
     finally:
@@ -139,7 +156,10 @@ def test_bad_input_gets_its_status_and_message(app) -> None:
     nan = io.BytesIO()
     soundfile.write(nan, np.full(1000, np.nan, np.float32), 16000, format="WAV", subtype="FLOAT")
     answer = post(nan.getvalue(), filename="nan.wav")
-    assert answer.status_code == 400 and answer.json()["error"]["message"] == "nan.wav: audio contains NaN or infinite samples"
+    assert (
+        answer.status_code == 400
+        and answer.json()["error"]["message"] == "nan.wav: audio contains NaN or infinite samples"
+    )
 
     assert post(flac_bytes(np.zeros(16000, np.float32)), filename="b.flac", response_format="bogus").status_code == 400
     assert requests.post(f"{URL}/v1/audio/transcriptions", data={"model": "x"}, timeout=30).status_code == 400
@@ -155,8 +175,11 @@ def test_empty_and_silent_audio_give_empty_text(app) -> None:
 def test_a_bad_window_fails_alone(app, unseen_speech) -> None:
     encoder = serve.get_deployment_handle("Encoder", "parakeet")
     good = np.zeros((300, 80), np.float32)
-    responses = [encoder.encode.remote(good), encoder.encode.remote(np.zeros((300, 7), np.float32)),
-                 encoder.encode.remote(good)]
+    responses = [
+        encoder.encode.remote(good),
+        encoder.encode.remote(np.zeros((300, 7), np.float32)),
+        encoder.encode.remote(good),
+    ]
     assert responses[0].result().shape == responses[2].result().shape == (38,)
     with pytest.raises(ValueError, match=r"features must be a \(frames, 80\) array"):
         responses[1].result()
@@ -173,7 +196,9 @@ def test_serve_config_file_is_valid() -> None:
 
     from deployments.config import AppConfig
 
-    config = ServeDeploySchema.model_validate(yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text()))
+    config = ServeDeploySchema.model_validate(
+        yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text())
+    )
     application = config.applications[0]
     assert application.import_path == "deployments.app:build_app"
     assert AppConfig.from_dict(application.args).buckets.max_frames == 3000

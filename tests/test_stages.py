@@ -23,8 +23,11 @@ def model(small_checkpoint: ReferenceCheckpoint):
 
 
 def stages(directory, buckets: Buckets, compile: bool = False) -> tuple[Featurizer, Encoder, Decoder]:
-    return (Featurizer.from_pretrained(directory, buckets.max_frames, context_seconds=0.64),
-            Encoder.from_pretrained(directory, buckets, compile=compile), Decoder.from_pretrained(directory))
+    return (
+        Featurizer.from_pretrained(directory, buckets.max_frames, context_seconds=0.64),
+        Encoder.from_pretrained(directory, buckets, compile=compile),
+        Decoder.from_pretrained(directory),
+    )
 
 
 def run(featurizer: Featurizer, encoder: Encoder, decoder: Decoder, audio: np.ndarray):

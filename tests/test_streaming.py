@@ -27,8 +27,11 @@ SECONDS = 8  # of the long recording, for the tests of the default settings
 def stages() -> Iterator[tuple[Featurizer, Encoder, Decoder]]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # many small windows: a second thread only adds contention on a shared machine
-    yield (Featurizer.from_pretrained(None, BUCKETS.max_frames, context_seconds=2.0),
-           Encoder.from_pretrained(None, BUCKETS, compile=False), Decoder.from_pretrained(None))
+    yield (
+        Featurizer.from_pretrained(None, BUCKETS.max_frames, context_seconds=2.0),
+        Encoder.from_pretrained(None, BUCKETS, compile=False),
+        Decoder.from_pretrained(None),
+    )
     torch.set_num_threads(threads)
 
 
@@ -47,12 +50,18 @@ def streamed(stages, audio: np.ndarray, settings: StreamSettings, sizes: list[in
     return list(run_stream(stream, iter(pieces(audio, sizes)), lambda features: encoder([features])[0]))
 
 
-@pytest.mark.parametrize("settings, sizes", [
-    (StreamSettings(), [FRAME * 10]),
-    (StreamSettings(), [77, 16000 * 5, 3333, 16000 * 20]),  # pieces larger than a chunk: steps commit several chunks
-    (StreamSettings(chunk_seconds=0.08, left_context_seconds=0.08, lookahead_seconds=0.0), [FRAME * 3 + 5]),
-    (StreamSettings(chunk_seconds=2.4, left_context_seconds=0.4, lookahead_seconds=0.8), [16000]),
-])
+@pytest.mark.parametrize(
+    "settings, sizes",
+    [
+        (StreamSettings(), [FRAME * 10]),
+        (
+            StreamSettings(),
+            [77, 16000 * 5, 3333, 16000 * 20],
+        ),  # pieces larger than a chunk: steps commit several chunks
+        (StreamSettings(chunk_seconds=0.08, left_context_seconds=0.08, lookahead_seconds=0.0), [FRAME * 3 + 5]),
+        (StreamSettings(chunk_seconds=2.4, left_context_seconds=0.4, lookahead_seconds=0.8), [16000]),
+    ],
+)
 def test_seams_keep_every_token_exactly_once(stages, settings: StreamSettings, sizes: list[int]) -> None:
     """An encoder that answers every window with its slice of one fixed best path (what a model whose output
     does not depend on context would do): streaming must give exactly that path's tokens, whatever the seams."""
@@ -176,13 +185,22 @@ def test_a_client_far_ahead_of_transcription_is_refused(stages) -> None:
         stream.feed(np.zeros(10, np.float32))
 
 
-@pytest.mark.parametrize("settings, message", [
-    (StreamSettings(chunk_seconds=0.0), "chunk_seconds must be at least one encoder frame"),
-    (StreamSettings(left_context_seconds=0.0), "left_context_seconds must be at least one encoder frame"),
-    (StreamSettings(lookahead_seconds=-1.0), "lookahead_seconds must be a non-negative number of seconds, got -1.0"),
-    (StreamSettings(chunk_seconds=math.nan), "chunk_seconds must be a non-negative number"),
-    (StreamSettings(left_context_seconds=10.0, lookahead_seconds=2.0), r"at most 12 s \(the encoder's largest window\), got 12.8 s"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (StreamSettings(chunk_seconds=0.0), "chunk_seconds must be at least one encoder frame"),
+        (StreamSettings(left_context_seconds=0.0), "left_context_seconds must be at least one encoder frame"),
+        (
+            StreamSettings(lookahead_seconds=-1.0),
+            "lookahead_seconds must be a non-negative number of seconds, got -1.0",
+        ),
+        (StreamSettings(chunk_seconds=math.nan), "chunk_seconds must be a non-negative number"),
+        (
+            StreamSettings(left_context_seconds=10.0, lookahead_seconds=2.0),
+            r"at most 12 s \(the encoder's largest window\), got 12.8 s",
+        ),
+    ],
+)
 def test_settings_are_checked_against_the_buckets(stages, settings: StreamSettings, message: str) -> None:
     featurizer, _, decoder = stages
     with pytest.raises(StreamError, match=message):

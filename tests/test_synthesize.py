@@ -76,8 +76,10 @@ def test_augmentation_keeps_speech_in_range() -> None:
 
 def test_voice_draws_share_utterances_by_voice_or_by_engine() -> None:
     voices = [Voice("espeak-ng", f"en-us+{n}") for n in range(9)] + [Voice("flite", "kal")]
-    draws = {draw: [draw_voice(voices, draw, np.random.default_rng([5, i])) for i in range(2000)]
-             for draw in ("voices", "engines")}
+    draws = {
+        draw: [draw_voice(voices, draw, np.random.default_rng([5, i])) for i in range(2000)]
+        for draw in ("voices", "engines")
+    }
     flite_share = {draw: sum(v.engine == "flite" for v in drawn) / 2000 for draw, drawn in draws.items()}
     assert flite_share["voices"] == pytest.approx(0.1, abs=0.02)
     assert flite_share["engines"] == pytest.approx(0.5, abs=0.03)
@@ -123,8 +125,9 @@ def test_voice_changes_give_passages_read_in_turns(tmp_path) -> None:
     utterances = [*chosen, sentences[0]]
     write_corpus(tmp_path / "one.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1)
     write_corpus(tmp_path / "off.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1, voice_changes=0)
-    write_corpus(tmp_path / "turns.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1,
-                 voice_changes=1)
+    write_corpus(
+        tmp_path / "turns.parquet", "c", utterances, voices, seed=1, augmented=False, workers=1, voice_changes=1
+    )
     one, off, turns = (pq.read_table(tmp_path / f"{name}.parquet") for name in ("one", "off", "turns"))
     assert one.equals(off)  # no voice changes: the corpus of before, byte for byte
     assert turns.column("text").to_pylist() == one.column("text").to_pylist()

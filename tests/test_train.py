@@ -13,8 +13,24 @@ from recipe.sentences import sentence_pool
 from recipe.synthesize import Voice, write_corpus
 
 pytestmark = pytest.mark.slow
-TINY = ["--hidden", "32", "--layers", "1", "--heads", "2", "--subsampling-channels", "8", "--vocab-size", "65",
-        "--max-frames", "1200", "--eval-every", "3", "--warmup", "2"]
+TINY = [
+    "--hidden",
+    "32",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--subsampling-channels",
+    "8",
+    "--vocab-size",
+    "65",
+    "--max-frames",
+    "1200",
+    "--eval-every",
+    "3",
+    "--warmup",
+    "2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +85,12 @@ def test_init_with_another_vocab_size_keeps_the_encoder_under_a_new_tokenizer(co
     assert train.main(["--data", str(corpus), "--out", str(base), "--epochs", "1", *TINY]) == 0
     tuned = tmp_path / "tuned"
     schedule = ["--max-frames", "1200", "--eval-every", "3", "--warmup", "2", "--epochs", "1", "--lr", "1e-9"]
-    assert train.main(["--data", str(corpus), "--out", str(tuned), "--init", str(base / "model"),
-                       "--vocab-size", "49", *schedule]) == 0
+    assert (
+        train.main(
+            ["--data", str(corpus), "--out", str(tuned), "--init", str(base / "model"), "--vocab-size", "49", *schedule]
+        )
+        == 0
+    )
 
     before, after = load_model(base / "model"), load_model(tuned / "model")
     assert after.config.vocab_size == 49 and after.tokenizer.vocab_size == 49 and after.tokenizer.blank_id == 48

@@ -50,12 +50,14 @@ def decode_both(checkpoint: ReferenceCheckpoint, clips: list[np.ndarray]) -> tup
 
     model = load_model(checkpoint.directory)
     reference = checkpoint.model
-    inputs = ParakeetFeatureExtractor.from_pretrained(checkpoint.directory)(clips, sampling_rate=16000,
-                                                                             return_tensors="pt")
+    inputs = ParakeetFeatureExtractor.from_pretrained(checkpoint.directory)(
+        clips, sampling_rate=16000, return_tensors="pt"
+    )
     with torch.inference_mode():
         encoded, lengths = model.network(*model.features(*pad_waveforms(clips)))
-        reference_encoded = reference.get_audio_features(inputs.input_features, inputs.attention_mask,
-                                                         output_attention_mask=True)
+        reference_encoded = reference.get_audio_features(
+            inputs.input_features, inputs.attention_mask, output_attention_mask=True
+        )
         valid = length_mask(lengths, encoded.shape[1])
         assert torch.equal(valid, reference_encoded.attention_mask.bool())
         assert relative_error(encoded, reference_encoded.pooler_output, valid) <= RELATIVE_TOLERANCE
@@ -65,8 +67,9 @@ def decode_both(checkpoint: ReferenceCheckpoint, clips: list[np.ndarray]) -> tup
         for tokens in (torch.full_like(previous, model.config.blank_id), previous):
             predicted, _ = model.network.decoder(tokens, model.network.decoder.initial_state(len(clips)))
             logits = model.network.joint(encoded, predicted[:, None])
-            reference_logits = reference(inputs.input_features, inputs.attention_mask,
-                                         decoder_input_ids=tokens[:, None]).logits
+            reference_logits = reference(
+                inputs.input_features, inputs.attention_mask, decoder_input_ids=tokens[:, None]
+            ).logits
             assert relative_error(logits, reference_logits, valid) <= RELATIVE_TOLERANCE
 
         ours = greedy_transducer(model.network, encoded, lengths)
@@ -77,14 +80,19 @@ def assert_parity(checkpoint: ReferenceCheckpoint, clips: list[np.ndarray]) -> l
     ours, reference = decode_both(checkpoint, clips)
     assert ours == reference
     texts = [transcript.text for transcript in load_model(checkpoint.directory).transcribe(clips)]
-    assert texts == checkpoint.tokenizer.batch_decode([[e.token_id for e in row] for row in ours],
-                                                      skip_special_tokens=True, group_tokens=False)
+    assert texts == checkpoint.tokenizer.batch_decode(
+        [[e.token_id for e in row] for row in ours], skip_special_tokens=True, group_tokens=False
+    )
     return ours
 
 
 @pytest.mark.parametrize("kind", ["tdt", "rnnt"])
-def test_small_model_batched_and_single(kind: str, small_tdt_checkpoint: ReferenceCheckpoint,
-                                        small_rnnt_checkpoint: ReferenceCheckpoint, speechlike: list[np.ndarray]) -> None:
+def test_small_model_batched_and_single(
+    kind: str,
+    small_tdt_checkpoint: ReferenceCheckpoint,
+    small_rnnt_checkpoint: ReferenceCheckpoint,
+    speechlike: list[np.ndarray],
+) -> None:
     checkpoint = small_tdt_checkpoint if kind == "tdt" else small_rnnt_checkpoint
     batched = assert_parity(checkpoint, speechlike)
     assert [assert_parity(checkpoint, [clip])[0] for clip in speechlike] == batched
@@ -102,8 +110,9 @@ def test_small_model_batched_and_single(kind: str, small_tdt_checkpoint: Referen
 def test_tdt_moves_on_after_max_symbols_per_step(tmp_path, speechlike: list[np.ndarray]) -> None:
     """transformers' TDT never forces a move (NeMo's does), so with a joint that keeps a token on its frame the two
     agree up to the max_symbols_per_step-th emission at one frame, which moves ours on by one frame."""
-    checkpoint = make_transducer_checkpoint(tmp_path, "tdt", SMALL_ENCODER, SMALL_DECODER, vocab_size=257,
-                                            zero_duration_bias=0.0)
+    checkpoint = make_transducer_checkpoint(
+        tmp_path, "tdt", SMALL_ENCODER, SMALL_DECODER, vocab_size=257, zero_duration_bias=0.0
+    )
     limit = checkpoint.model.config.max_symbols_per_step
     ours, reference = decode_both(checkpoint, speechlike)
     limited = 0
@@ -125,16 +134,18 @@ def test_tdt_moves_on_after_max_symbols_per_step(tmp_path, speechlike: list[np.n
 def test_real_size_tdt_parity(tmp_path, speechlike: list[np.ndarray]) -> None:
     """The parakeet-tdt-0.6b-v2 shape: 24 layers, hidden 1024, 128 mels, LSTM 2x640, vocab 1025, durations 0-4.
     About 4 minutes on 2 busy cores: building, saving and loading 0.6 B parameters twice dominates."""
-    checkpoint = make_transducer_checkpoint(tmp_path, "tdt", REAL_TDT_ENCODER, REAL_DECODER, vocab_size=1025,
-                                            blank_bias=0.0)
+    checkpoint = make_transducer_checkpoint(
+        tmp_path, "tdt", REAL_TDT_ENCODER, REAL_DECODER, vocab_size=1025, blank_bias=0.0
+    )
     batched = assert_parity(checkpoint, speechlike[:2])
     assert assert_parity(checkpoint, [speechlike[1]]) == batched[1:]
     emissions = [e for row in batched for e in row]
     assert len(emissions) > 5 and len({e.duration for e in emissions}) > 1
 
 
-def test_save_pretrained_round_trip_and_word_times(small_tdt_checkpoint: ReferenceCheckpoint, tmp_path,
-                                                  speechlike: list[np.ndarray]) -> None:
+def test_save_pretrained_round_trip_and_word_times(
+    small_tdt_checkpoint: ReferenceCheckpoint, tmp_path, speechlike: list[np.ndarray]
+) -> None:
     """Our saved TDT loads here and in transformers, whose generate() then decodes as we do; words are timed by
     the frames their tokens cover."""
     from transformers import ParakeetForTDT
