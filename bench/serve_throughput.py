@@ -1,9 +1,11 @@
 """Throughput and latency of the Serve app over HTTP against the model called in-process, on the same audio.
 
-    python bench/serve_throughput.py                 # embedded model, CPU, 48 synthesised clips
-    python bench/serve_throughput.py --model DIR --clips 96 --concurrency 32
+    python bench/serve_throughput.py                          # embedded model, CPU, 48 clips of 2-15 s, 32 at once
+    python bench/serve_throughput.py --shape-0.6b --seconds 10 10 --clips 32   # random weights, parakeet-ctc-0.6b
+    python bench/serve_throughput.py --model DIR --clips 96 --concurrency 64
 
-Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) and request latency.
+Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) and request latency, and the
+ratios of Serve to in-process.
 """
 
 from __future__ import annotations
@@ -12,18 +14,25 @@ import argparse
 import io
 import os
 import platform
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import requests
 import soundfile
 import torch
 
-from model import load_model
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
+
+from bench.model_speed import build_checkpoint  # noqa: E402
+from model import load_model  # noqa: E402
 from recipe.sentences import sentence_pool
-from recipe.synthesize import available_voices, synthesize
+from recipe.synthesize import available_voices, back_to_back, synthesize
 
 PORT = 8124
 
@@ -45,22 +54,46 @@ def row(name: str, audio_seconds: float, wall: float, latencies: list[float]) ->
     )
 
 
+def speech_clips(count: int, shortest: float, longest: float) -> list[np.ndarray]:
+    """`count` clips of unseen sentences back to back, each cut to a length drawn from [shortest, longest] s."""
+    voices = available_voices()
+    rng = np.random.default_rng(7)
+    sentences = iter(sentence_pool(20 * count, seed=7))
+    clips = []
+    for index in range(count):
+        samples = int(rng.uniform(shortest, longest) * 16000)
+        pieces: list[np.ndarray] = []
+        while sum(len(piece) for piece in pieces) < samples:
+            pieces.append(synthesize(next(sentences), voices[(index + len(pieces)) % len(voices)]))
+        clips.append(back_to_back(pieces, 0.2)[:samples])
+    return clips
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None)
+    parser.add_argument(
+        "--shape-0.6b",
+        dest="big",
+        action="store_true",
+        help="random weights in the parakeet-ctc-0.6b shape instead of --model",
+    )
     parser.add_argument("--clips", type=int, default=48)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, nargs=2, default=[2.0, 15.0], metavar=("SHORTEST", "LONGEST"))
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder on CPU too (slow start)")
     args = parser.parse_args()
+    if args.big:
+        args.model = tempfile.mkdtemp(prefix="parakeet-0.6b-")
+        build_checkpoint(Path(args.model), layers=24)
 
-    voices = available_voices()
-    sentences = sentence_pool(args.clips, seed=7)
-    clips = [synthesize(text, voices[i % len(voices)]) for i, text in enumerate(sentences)]
+    clips = speech_clips(args.clips, *args.seconds)
     payloads = [flac_bytes(clip) for clip in clips]
+    clips = [soundfile.read(io.BytesIO(payload), dtype="float32")[0] for payload in payloads]  # the same samples
     audio_seconds = sum(len(c) for c in clips) / 16000
     print(
         f"{len(clips)} clips, {audio_seconds:.0f} s of audio; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, torch {torch.__version__}"
+        f"{os.cpu_count()} cores, torch {torch.__version__}, load average {os.getloadavg()[0]:.1f} at start"
     )
 
     model = load_model(args.model)
@@ -74,6 +107,7 @@ def main() -> None:
         model.transcribe(clip)
         latencies.append(time.perf_counter() - started)
     sequential_wall = sum(latencies)
+    del model
 
     import ray
     from ray import serve
@@ -105,13 +139,19 @@ def main() -> None:
     concurrent_wall = time.perf_counter() - started
     serve.shutdown()
     ray.shutdown()
+    if args.big:
+        shutil.rmtree(args.model)
 
     print("\n| runner | RTFx (audio s / wall s) | p50 latency ms | p95 latency ms |")
     print("|---|---|---|---|")
     print(row("in-process `model.transcribe`, one clip at a time", audio_seconds, sequential_wall, latencies))
-    print(f"| in-process `model.transcribe`, all clips, batch 8 | {audio_seconds / batched_wall:.1f} | - | - |")
+    print(f"| in-process `model.transcribe`, all clips at once | {audio_seconds / batched_wall:.1f} | - | - |")
     print(row("Serve over HTTP, one request at a time", audio_seconds, sum(serial), serial))
     print(row(f"Serve over HTTP, {args.concurrency} concurrent requests", audio_seconds, concurrent_wall, concurrent))
+    print(
+        f"\nServe at {args.concurrency} concurrent / in-process at once: {batched_wall / concurrent_wall:.2f}x; "
+        f"unloaded p50: +{(statistics.median(serial) - statistics.median(latencies)) * 1000:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -5,24 +5,25 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from ray.serve import Application
+from ray.serve import Application, Deployment
 
 from deployments.config import DECODER_BATCHING, ENCODER_BATCHING, AppConfig
-from deployments.decoder import DecoderDeployment
 from deployments.encoder import EncoderDeployment
-from deployments.featurizer import FeaturizerDeployment
 from deployments.ingress import Transcriber
 from pipeline.resources import encoder_resources, resolve_device
 
 
 def build_app(args: dict[str, Any] | None = None) -> Application:
-    """Featurizer (CPU) -> Encoder (one GPU each, or CPU) -> Decoder (CPU), behind the HTTP/handle ingress.
+    """The Transcriber ingress (HTTP and handle API; featurizing and decoding on CPU) -> Encoder (one GPU each, or
+    CPU). Their batching is their `user_config`, so a config change reaches running replicas."""
+    return compose(AppConfig.from_dict(args))
 
-    The encoder's and decoder's batching is their `user_config`, so a config change reaches running replicas."""
-    config = AppConfig.from_dict(args)
+
+def compose(config: AppConfig, encoder_deployment: Deployment = EncoderDeployment) -> Application:
+    """The app of `config`; `encoder_deployment` is the Encoder's class (a benchmark's stand-in takes the model's
+    work out)."""
     device = resolve_device(config.device)
-    encoder = EncoderDeployment.options(
+    encoder = encoder_deployment.options(
         ray_actor_options=encoder_resources(device), user_config=asdict(ENCODER_BATCHING)
     ).bind(config, device)
-    decoder = DecoderDeployment.options(user_config=asdict(DECODER_BATCHING)).bind(config)
-    return Transcriber.bind(FeaturizerDeployment.bind(config), encoder, decoder, config)
+    return Transcriber.options(user_config=asdict(DECODER_BATCHING)).bind(encoder, config)

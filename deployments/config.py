@@ -82,7 +82,9 @@ class Batching:
     """How a stage's replica gathers concurrent calls into one batch: its `user_config` (serve_config.yaml's
     `deployments:` section), applied by `reconfigure` without restarting or re-warming the replica."""
 
-    batch_wait_timeout_s: float = 0.01  # how long the first call of a batch waits for others to join it
+    # How long the first call of a batch waits for others to join it. 0: none, so a lone request never waits; under
+    # load batches still form, of the calls that queued while the stage was busy with the batch before.
+    batch_wait_timeout_s: float = 0.0
     max_batch_size: int | None = None  # calls per batch; None: the stage's own (the encoder's largest bucket)
 
     def __post_init__(self) -> None:

@@ -32,10 +32,13 @@ def usable_device(device: str) -> str:
     return device
 
 
-@serve.deployment(name="Encoder", max_ongoing_requests=256, health_check_period_s=10)
+# No access log line per call: the ingress logs each request, and the Encoder's CPU is what a GPU node has least of.
+@serve.deployment(
+    name="Encoder", max_ongoing_requests=256, health_check_period_s=10, logging_config={"enable_access_log": False}
+)
 class EncoderDeployment:
-    """`encode(features)` -> best CTC ids per encoder frame, or a transducer's projected frames; concurrent calls
-    share batches."""
+    """`encode(windows)` -> per window, best CTC ids per encoder frame, or a transducer's projected frames; the
+    windows of concurrent calls share batches."""
 
     def __init__(self, config: AppConfig, device: str) -> None:
         device = usable_device(device)
@@ -43,14 +46,7 @@ class EncoderDeployment:
             torch.set_num_threads(config.cpu_threads())
         # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
-        self.encoder = self._executor.submit(
-            Encoder.from_pretrained,
-            config.model,
-            config.buckets,
-            device,
-            config.torch_dtype(device),
-            config.compiles_on(device),
-        ).result()
+        self.encoder = self._executor.submit(self.load_encoder, config, device).result()
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
         self.reconfigure(asdict(ENCODER_BATCHING))
@@ -65,7 +61,12 @@ class EncoderDeployment:
         self.queue_wait = Histogram(
             "parakeet_encoder_queue_wait_seconds",
             boundaries=SECONDS_BOUNDARIES,
-            description="Time a window waits at the encoder before its batch starts.",
+            description="Time a request's windows wait at the encoder before their batch starts.",
+        )
+
+    def load_encoder(self, config: AppConfig, device: str) -> Encoder:
+        return Encoder.from_pretrained(
+            config.model, config.buckets, device, config.torch_dtype(device), config.compiles_on(device)
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -80,20 +81,29 @@ class EncoderDeployment:
         self._encode_batch.set_max_batch_size(batching.max_batch_size or largest)
         self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
-    async def encode(self, features: np.ndarray) -> np.ndarray:
-        self.encoder.check(features)  # a bad window fails alone, before it joins a batch
-        result = await self._encode_batch((time.monotonic(), features))
-        if isinstance(result, Exception):
-            raise result
-        return result
+    async def encode(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
+        """Requests' feature windows (an ingress replica sends those that queued together in one call) -> each
+        request's encoder outputs, or the exception its windows raised; all calls' requests share batches."""
+        queued = time.monotonic()
+        return await asyncio.gather(*(self._encode_request(queued, windows) for windows in requests))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
-    async def _encode_batch(self, items: list[tuple[float, np.ndarray]]) -> list[np.ndarray | Exception]:
+    async def _encode_request(self, queued: float, windows: list[np.ndarray]) -> list[np.ndarray] | Exception:
+        try:
+            for features in windows:
+                self.encoder.check(features)  # a bad window fails its request alone, before it joins a batch
+        except ValueError as err:
+            return err
+        return await self._encode_batch((queued, windows))
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    async def _encode_batch(self, items: list[tuple[float, list[np.ndarray]]]) -> list[list[np.ndarray] | Exception]:
         started = time.monotonic()
-        windows = [features for _, features in items]
+        requests = [windows for _, windows in items]
         for queued, _ in items:
             self.queue_wait.observe(started - queued)
-        self.batch_size.observe(len(windows))
+        windows = [window for request in requests for window in request]
+        for group, _ in self.encoder.plan(windows):
+            self.batch_size.observe(len(group))
         self.fill_ratio.observe(self.encoder.fill_ratio(windows))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, windows)
+        return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, requests)

@@ -3,6 +3,7 @@
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
 import asyncio
 import time
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -16,15 +17,17 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from deployments import realtime
-from deployments.config import AppConfig
+from deployments.config import DECODER_BATCHING, AppConfig, Batching
 from model.audio import SAMPLE_RATE, AudioError, PCMStream, UnsupportedFormatError
 from model.decoding import Transcript
 from model.stages import Decoder, FeaturizedAudio, Featurizer
+from model.windows import Window
 from pipeline.formats import render, verbose_json
 from pipeline.streaming import Committer, Stream, StreamError
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
+ENCODER_CALLS_IN_FLIGHT = 8  # per ingress replica: enough to keep several Encoder replicas busy
 STAGE_ATTEMPTS = 3  # sends of a stage call whose replica dies under it, before the request gets a 503
 
 app = FastAPI(title="parakeet-serve", summary="Parakeet speech-to-text, OpenAI-compatible")
@@ -67,11 +70,6 @@ async def _limit_upload_size(request: Request, call_next):
     return await call_next(request)
 
 
-def original_error(err: BaseException) -> BaseException:
-    """The exception a replica raised, unwrapped from Ray's RayTaskError."""
-    return getattr(err, "cause", None) or err
-
-
 class StageUnavailableError(RuntimeError):
     """Every attempt at a stage's call died with the replica that ran it."""
 
@@ -92,13 +90,16 @@ async def call_stage(stage: DeploymentHandle, *args: Any) -> Any:
     ) from lost
 
 
-@serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.1})
+@serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
 @serve.ingress(app)
 class Transcriber:
-    def __init__(
-        self, featurizer: DeploymentHandle, encoder: DeploymentHandle, decoder: DeploymentHandle, config: AppConfig
-    ) -> None:
-        self.featurizer, self.encoder, self.decoder = featurizer, encoder, decoder
+    """The HTTP, WebSocket and handle API, and the CPU stages: each request's audio is featurized here, its windows
+    sent to the Encoder deployment in one call (where they share batches with other requests'), and decoded here.
+    One hop per request (per window for streams): the CPU work scales with this deployment's replicas, on CPU
+    nodes, and the Encoder's replicas spend their CPU on nothing but the model."""
+
+    def __init__(self, encoder: DeploymentHandle, config: AppConfig) -> None:
+        self.encoder = encoder
         self.config = config
         app.state.max_upload_bytes = config.max_upload_bytes
         self.audio_seconds = Counter("parakeet_audio_seconds_total", description="Seconds of audio transcribed.")
@@ -107,23 +108,44 @@ class Transcriber:
             boundaries=[1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
             description="Audio seconds per wall-clock second of a request, end to end.",
         )
-        # Streams cut their windows here (log-mel of a few seconds is cheap) and decode here: one hop per window.
-        torch.set_num_threads(1)  # many small windows from many streams, in threads off the event loop
-        self.stream_featurizer = Featurizer.from_pretrained(
-            config.model, config.buckets.max_frames, config.context_seconds
-        )
-        self.stream_decoder = Decoder.from_pretrained(config.model)
+        torch.set_num_threads(1)  # many small requests, each in a thread of its own off the event loop
+        self.featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
+        self.decoder = Decoder.from_pretrained(config.model)
+        self.reconfigure(asdict(DECODER_BATCHING))
         self.live_streams = 0
         self.live_streams_gauge = Gauge("parakeet_live_streams", description="Open /v1/realtime sessions.")
 
-    async def encode(self, features: np.ndarray) -> np.ndarray:
-        return await call_stage(self.encoder.encode, features)
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Decoding's batching (deployments.config.Batching) from the deployment's `user_config`."""
+        batching = Batching.from_dict(user_config)
+        self._decode_batch.set_max_batch_size(batching.max_batch_size or DECODER_BATCHING.max_batch_size)
+        self._decode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+
+    async def encode(self, windows: list[np.ndarray]) -> list[np.ndarray]:
+        """One request's feature windows -> their encoder outputs."""
+        if not windows:
+            return []
+        encoded = await self._send_to_encoder(windows)
+        if isinstance(encoded, Exception):
+            raise encoded
+        return encoded
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, max_concurrent_batches=ENCODER_CALLS_IN_FLIGHT)
+    async def _send_to_encoder(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
+        """The windows of the requests that queued here while earlier calls were out, in one Encoder call."""
+        return await call_stage(self.encoder.encode, requests)
+
+    async def encode_window(self, features: np.ndarray) -> np.ndarray:
+        return (await self.encode([features]))[0]
 
     async def featurize(self, audio: bytes | np.ndarray, sample_rate: int, name: str) -> FeaturizedAudio:
-        try:
-            return await call_stage(self.featurizer, audio, sample_rate, name)
-        except AudioError as err:
-            raise original_error(err) from None
+        """Raises AudioError, its message starting with `name`, for audio that cannot be decoded."""
+        return await asyncio.to_thread(self.featurizer, audio, sample_rate, name)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _decode_batch(self, utterances: list[tuple[list[Window], list[np.ndarray], float]]) -> list[Transcript]:
+        """Concurrent requests' encoder outputs decoded together (a transducer's greedy loop runs them as one batch)."""
+        return await asyncio.to_thread(self.decoder.decode_many, utterances)
 
     async def transcribe(
         self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio"
@@ -131,11 +153,11 @@ class Transcriber:
         """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript.
 
         Raises AudioError, its message starting with `name`, for audio that cannot be decoded, and
-        StageUnavailableError when a stage's replicas keep dying under the request."""
+        StageUnavailableError when the Encoder's replicas keep dying under the request."""
         started = time.monotonic()
         featurized = await self.featurize(audio, sample_rate, name)
-        encoded = await asyncio.gather(*(self.encode(features) for features in featurized.features))
-        transcript = await call_stage(self.decoder, featurized.windows, list(encoded), featurized.duration)
+        encoded = await self.encode(featurized.features)
+        transcript = await self._decode_batch((featurized.windows, encoded, featurized.duration))
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
             self.rtfx.observe(transcript.duration / (time.monotonic() - started))
@@ -186,7 +208,7 @@ class Transcriber:
         """Featurize the whole upload (so bad audio still gets its 4xx), then stream its windows' words."""
         featurized = await self.featurize(data, SAMPLE_RATE, name)
         events = realtime.upload_events(
-            featurized, Committer(self.stream_decoder), self.encode, in_flight=self.config.buckets.max_batch_size
+            featurized, Committer(self.decoder), self.encode_window, in_flight=self.config.buckets.max_batch_size
         )
         return StreamingResponse(events, media_type="text/event-stream")
 
@@ -197,14 +219,14 @@ class Transcriber:
         try:
             sample_rate, settings = realtime.parse_query(websocket.query_params)
             pcm = PCMStream(sample_rate)
-            stream = Stream(self.stream_featurizer, self.stream_decoder, settings, self.config.stream_max_backlog_s)
+            stream = Stream(self.featurizer, self.decoder, settings, self.config.stream_max_backlog_s)
         except (StreamError, AudioError) as err:
             await realtime.close_with_error(websocket, str(err), realtime.CLIENT_ERROR)
             return
         self.live_streams += 1
         self.live_streams_gauge.set(self.live_streams)
         try:
-            await realtime.run_session(websocket, stream, pcm, self.encode, self.config.stream_idle_timeout_s)
+            await realtime.run_session(websocket, stream, pcm, self.encode_window, self.config.stream_idle_timeout_s)
         finally:
             self.live_streams -= 1
             self.live_streams_gauge.set(self.live_streams)

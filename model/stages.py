@@ -217,15 +217,20 @@ class Encoder:
         """The padded (batch, frames) shape that `count` windows of up to `frames` frames run in."""
         return self.buckets.shape_for(count, frames) if self.fixed_shapes else (count, frames)
 
+    def plan(self, windows: list[np.ndarray]) -> list[tuple[list[int], tuple[int, int]]]:
+        """The batches `windows` run in: each one's window indices (longest first, at most the largest batch size)
+        and its padded (batch, frames) shape."""
+        order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
+        size = self.buckets.max_batch_size
+        groups = [order[start : start + size] for start in range(0, len(order), size)]
+        return [(group, self.shape_for(len(group), len(windows[group[0]]))) for group in groups]
+
     def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
         """Windows of (frames, mels) features -> their encoder output (best ids or frames), in order."""
         for features in windows:
             self.check(features)
-        order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
         results: list[np.ndarray] = [NOTHING_ENCODED] * len(windows)
-        for start in range(0, len(order), self.buckets.max_batch_size):
-            group = order[start : start + self.buckets.max_batch_size]
-            batch, frames = self.shape_for(len(group), len(windows[group[0]]))
+        for group, (batch, frames) in self.plan(windows):
             padded = np.zeros((batch, frames, self.mels), np.float32)
             lengths = np.full(batch, frames)  # filler rows are full length so their masks stay well-formed
             for row, index in enumerate(group):
@@ -235,24 +240,25 @@ class Encoder:
                 results[index] = encoded
         return results
 
-    def encode_isolating_failures(self, windows: list[np.ndarray]) -> list[np.ndarray | Exception]:
-        """All windows at once; if that fails, each alone, so one bad window cannot fail the others it shares a call
-        with: its place holds its exception."""
+    def encode_isolating_failures(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
+        """The windows of several requests (or rows), all encoded together; if that fails, each request's alone, so
+        one bad request cannot fail the others it shares a call with: its place holds its exception."""
         try:
-            return list(self(windows))
+            encoded = iter(self([window for windows in requests for window in windows]))
+            return [[next(encoded) for _ in windows] for windows in requests]
         except Exception:
-            results: list[np.ndarray | Exception] = []
-            for window in windows:
+            results: list[list[np.ndarray] | Exception] = []
+            for windows in requests:
                 try:
-                    results.append(self([window])[0])
+                    results.append(self(windows))
                 except Exception as err:
                     results.append(err)
             return results
 
     def fill_ratio(self, windows: list[np.ndarray]) -> float:
-        """Share of the padded batch's frames that real frames fill (1.0: no padding at all)."""
-        batch, frames = self.shape_for(len(windows), max(len(w) for w in windows))
-        return sum(len(w) for w in windows) / (batch * frames)
+        """Share of the padded batches' frames that real frames fill (1.0: no padding at all)."""
+        padded = sum(batch * frames for _, (batch, frames) in self.plan(windows))
+        return sum(len(w) for w in windows) / padded
 
 
 class Decoder:

@@ -140,26 +140,27 @@ class EncodeRows:
     """An encoder actor: all windows of a batch of rows, sorted by length into the fixed-shape buckets."""
 
     def __init__(self, config: BatchConfig, device: str) -> None:
-        self.encoder = Encoder.from_pretrained(
-            config.model, config.buckets, device, default_dtype(device), compile=device == "cuda"
-        )
-        if device == "cuda":
+        self.encoder = self.load_encoder(config, device)
+        if self.encoder.fixed_shapes:
             self.encoder.warm_up()
 
+    def load_encoder(self, config: BatchConfig, device: str) -> Encoder:
+        return Encoder.from_pretrained(
+            config.model, config.buckets, device, default_dtype(device), compile=device == "cuda"
+        )
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        windows, owners = [], []
-        for row, (features, layout) in enumerate(zip(batch["features"], batch["windows"])):
-            for start, frames in zip(_starts(layout[:, 3]), layout[:, 3].astype(int)):
-                windows.append(features[start : start + frames])
-                owners.append(row)
-        encoded = self.encoder.encode_isolating_failures(windows)
+        rows = [
+            [features[start : start + frames] for start, frames in zip(_starts(layout[:, 3]), layout[:, 3].astype(int))]
+            for features, layout in zip(batch["features"], batch["windows"])
+        ]
         errors = list(batch["error"])
-        per_row: list[list[np.ndarray]] = [[] for _ in errors]
-        for row, output in zip(owners, encoded):
-            if isinstance(output, Exception):
-                errors[row] = errors[row] or f"row {batch['id'][row]!r}: encoder failed: {output!r}"
-            else:
-                per_row[row].append(output)
+        per_row: list[list[np.ndarray]] = []
+        for row, outputs in enumerate(self.encoder.encode_isolating_failures(rows)):
+            if isinstance(outputs, Exception):
+                errors[row] = errors[row] or f"row {batch['id'][row]!r}: encoder failed: {outputs!r}"
+                outputs = []
+            per_row.append(outputs)
         # Per row, its windows' outputs (CTC best ids or transducer frames) end to end, and each window's length.
         return {
             "id": batch["id"],
@@ -241,8 +242,10 @@ def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table
     )
 
 
-def run(config: BatchConfig) -> dict[str, int]:
-    """Transcribe config.input into parquet files under config.output; returns row counts of the output."""
+def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict[str, int]:
+    """Transcribe config.input into parquet files under config.output; returns row counts of the output.
+
+    `encode_rows` is the encoder actors' class (a benchmark's stand-in takes the model's work out)."""
     import ray
 
     if not ray.is_initialized():
@@ -273,7 +276,7 @@ def run(config: BatchConfig) -> dict[str, int]:
             num_cpus=0.5,
         )
         .map_batches(
-            EncodeRows,
+            encode_rows,
             batch_size=config.encoder_rows,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=config.encoders),

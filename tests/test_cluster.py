@@ -41,7 +41,7 @@ URL = f"http://127.0.0.1:{PORT}"
 APP_OPTIONS = {"batch_sizes": [1, 8], "frame_counts": [300, 600], "context_seconds": 1.0, "encoder_threads": 1}
 # Stand-ins for the CPU and GPU counts EC2 reports for each node type; `resources` come from cluster.yaml.
 NODE_COUNTS = {"head": {}, "cpu_worker": {"num_cpus": 2}, "gpu_worker": {"num_cpus": 1, "num_gpus": 1}}
-CPU_DEPLOYMENTS = ("Transcriber", "Featurizer", "Decoder")
+CPU_DEPLOYMENTS = ("Transcriber",)
 
 
 def launcher_config(path: Path) -> dict[str, Any]:
@@ -301,9 +301,9 @@ def test_a_killed_encoder_replica_loses_no_request(cluster: Deployed, model, uns
 
 @pytest.mark.slow
 def test_a_batching_change_reaches_the_running_replicas(cluster: Deployed, unseen_speech) -> None:
-    """The Encoder's and Decoder's batching is their user_config: `serve deploy` of a changed one reconfigures the
-    replicas it has, without starting new ones (which would load and warm the model again)."""
-    before = {name: {actor.actor_id for actor in cluster.replicas(name)} for name in ("Encoder", "Decoder")}
+    """The Encoder's and the Transcriber's batching is their user_config: `serve deploy` of a changed one
+    reconfigures the replicas it has, without starting new ones (which would load and warm the model again)."""
+    before = {name: {actor.actor_id for actor in cluster.replicas(name)} for name in ("Encoder", "Transcriber")}
     config = yaml.safe_load(cluster.config_path.read_text())
     for deployment in config["applications"][0]["deployments"]:
         if deployment["name"] in before:

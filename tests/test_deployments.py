@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from deployments.config import DECODER_BATCHING, AppConfig, Batching  # noqa: E402
-from deployments.decoder import DecoderDeployment  # noqa: E402
+from deployments.config import AppConfig, Batching  # noqa: E402
+from deployments.encoder import EncoderDeployment  # noqa: E402
 
 
 def test_batching_is_validated_naming_the_key() -> None:
@@ -25,15 +25,15 @@ def test_batching_is_validated_naming_the_key() -> None:
         AppConfig.from_dict({"decoder_batch_size": 8})
 
 
-def test_reconfigure_changes_a_replicas_batching_in_place(small_tdt_checkpoint) -> None:
+def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> None:
     """What Serve calls with a deployment's new user_config, on the replica it has (no restart, no reload); the
     getters are the ones serve.batch offers user code."""
-    replica = DecoderDeployment.func_or_class(AppConfig(model=str(small_tdt_checkpoint.directory)))
-    assert replica._decode_batch._get_max_batch_size() == DECODER_BATCHING.max_batch_size
+    replica = EncoderDeployment.func_or_class(AppConfig(model=str(small_checkpoint.directory), device="cpu"), "cpu")
+    batch = replica._encode_batch
+    assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (8, 0.0)  # the largest batch bucket
     replica.reconfigure({"batch_wait_timeout_s": 0.002, "max_batch_size": 4})
-    assert (replica._decode_batch._get_max_batch_size(), replica._decode_batch._get_batch_wait_timeout_s()) == (
-        4,
-        0.002,
-    )
+    assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (4, 0.002)
     replica.reconfigure({})  # a user_config without a key sets that key's default
-    assert replica._decode_batch._get_max_batch_size() == DECODER_BATCHING.max_batch_size
+    assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (8, 0.0)
+    with pytest.raises(ValueError, match=r"max_batch_size 16 exceeds the largest batch bucket \(8\)"):
+        replica.reconfigure({"max_batch_size": 16})

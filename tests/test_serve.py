@@ -114,8 +114,8 @@ def test_long_audio_is_windowed_without_lost_or_doubled_words(app, model, unseen
 
 
 def test_a_tdt_model_serves_what_it_transcribes_offline(app, small_tdt_checkpoint, unseen_speech) -> None:
-    """A second app, on a random TDT checkpoint: the transducer's frames go from the Encoder to the Decoder, which
-    decodes concurrent requests as one batch."""
+    """A second app, on a random TDT checkpoint: the transducer's frames go from the Encoder back to the ingress,
+    which decodes concurrent requests as one batch."""
     from deployments.app import build_app
 
     directory = str(small_tdt_checkpoint.directory)
@@ -172,17 +172,19 @@ def test_empty_and_silent_audio_give_empty_text(app) -> None:
     assert post(flac_bytes(np.zeros(3 * 16000, np.float32))).json() == {"text": ""}
 
 
-def test_a_bad_window_fails_alone(app, unseen_speech) -> None:
+def test_a_bad_window_fails_its_request_alone(app, unseen_speech) -> None:
+    """Requests whose windows share a call (and a batch): the one with a misshapen window gets its error, the others
+    their outputs; likewise for requests in concurrent calls."""
     encoder = serve.get_deployment_handle("Encoder", "parakeet")
-    good = np.zeros((300, 80), np.float32)
-    responses = [
-        encoder.encode.remote(good),
-        encoder.encode.remote(np.zeros((300, 7), np.float32)),
-        encoder.encode.remote(good),
-    ]
-    assert responses[0].result().shape == responses[2].result().shape == (38,)
-    with pytest.raises(ValueError, match=r"features must be a \(frames, 80\) array"):
-        responses[1].result()
+    good, bad = np.zeros((300, 80), np.float32), np.zeros((300, 7), np.float32)
+    message = "features must be a (frames, 80) array"
+    first, failed, last = encoder.encode.remote([[good], [good, bad], [good, good]]).result()
+    assert [output.shape for output in first + last] == [(38,)] * 3
+    assert isinstance(failed, ValueError) and message in str(failed)
+    calls = [encoder.encode.remote([windows]) for windows in ([good], [bad], [good])]
+    [first], [failed], [last] = (call.result() for call in calls)
+    assert [output.shape for output in first + last] == [(38,)] * 2
+    assert isinstance(failed, ValueError) and message in str(failed)
 
 
 def test_health_and_models(app) -> None:
@@ -202,6 +204,6 @@ def test_serve_config_file_is_valid() -> None:
     application = config.applications[0]
     assert application.import_path == "deployments.app:build_app"
     assert AppConfig.from_dict(application.args).buckets.max_frames == 3000
-    assert {d.name for d in application.deployments} == {"Transcriber", "Featurizer", "Encoder", "Decoder"}
+    assert {d.name for d in application.deployments} == {"Transcriber", "Encoder"}
     with pytest.raises(ValueError, match="unknown application option"):
         AppConfig.from_dict({"batch_size": 8})

@@ -1,0 +1,237 @@
+"""What the distributed runners cost beside the model: the Serve app over HTTP and the batch job, with a stand-in
+encoder that costs nothing (it answers at once with the blank for every frame, in the right shape).
+
+    python bench/pipeline_cost.py                          # 5 s clips: 200 requests at 1 and 16 concurrent, 2000 rows
+    python bench/pipeline_cost.py --requests 400 --concurrency 1 32 --rows 4000
+
+Prints markdown tables (for BENCHMARKS.md): CPU-ms of all processes (proxy, replicas, workers, driver, Ray's own
+daemons; the load generator's own CPU subtracted) per request and per second of audio, by process, and the
+requests/s reached. Run it on an otherwise idle machine: it reads the machine's CPU counters (/proc/stat).
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the Floor route's types at run time.
+import argparse
+import io
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import requests
+import soundfile
+from fastapi import FastAPI, File, UploadFile
+from ray import serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
+
+import torch  # noqa: E402
+
+from deployments.config import AppConfig  # noqa: E402
+from deployments.encoder import EncoderDeployment  # noqa: E402
+from model.stages import Encoder  # noqa: E402
+from pipeline import batch  # noqa: E402
+from recipe.sentences import sentence_pool  # noqa: E402
+from recipe.synthesize import available_voices, back_to_back, synthesize  # noqa: E402
+
+PORT = 8126
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time all processes have used (user + nice + system + irq), from /proc/stat's first line."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    return (fields[0] + fields[1] + fields[2] + fields[5] + fields[6]) / TICKS
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_kind(pid: str) -> str | None:
+    """A short name for a process of the Ray session, from its title (Ray names actors `ray::Class...`)."""
+    try:
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    for marker, kind in (
+        ("ServeReplica:", None),
+        ("ProxyActor", "Serve proxy"),
+        ("ServeController", "Serve controller"),
+        ("raylet", "raylet"),
+        ("gcs_server", "GCS"),
+        ("dashboard", "dashboard"),
+        ("ray::", "Ray worker"),
+        ("default_worker", "Ray worker"),
+        ("ray/", "Ray daemon"),
+    ):
+        if marker in title:
+            if kind is None:  # ServeReplica:app:Deployment
+                return title.split("ServeReplica:")[1].split()[0].split(":")[-1].split(".")[0]
+            return kind
+    return None
+
+
+def process_cpu_seconds() -> Counter[str]:
+    """CPU seconds used so far by each kind of the Ray session's processes."""
+    totals: Counter[str] = Counter()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or (kind := process_kind(pid)) is None:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        totals[kind] += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return totals
+
+
+class FreeEncoder(Encoder):
+    """The Encoder stage with the network's work taken out: every window's output is the blank at every frame, in
+    the lengths the network would give, so everything around the model runs as it does with a real one."""
+
+    @torch.inference_mode()
+    def _run(self, features: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+        frames = self.network.encoder.output_lengths(torch.from_numpy(lengths)).tolist()
+        return [np.full(count, self.network.config.blank_id, np.int32) for count in frames]
+
+
+class FreeEncoderReplica(EncoderDeployment.func_or_class):
+    def load_encoder(self, config: AppConfig, device: str) -> Encoder:
+        return FreeEncoder.from_pretrained(config.model, config.buckets, "cpu")
+
+
+class FreeEncodeRows(batch.EncodeRows):
+    def load_encoder(self, config: batch.BatchConfig, device: str) -> Encoder:
+        return FreeEncoder.from_pretrained(config.model, config.buckets, "cpu")
+
+
+def clip_bytes(seconds: float) -> bytes:
+    """`seconds` of speech (unseen sentences back to back, cut), as FLAC."""
+    voices = available_voices()
+    clips, total = [], 0.0
+    for index, text in enumerate(sentence_pool(40, seed=11)):
+        clips.append(synthesize(text, voices[index % len(voices)]))
+        total += len(clips[-1]) / 16000
+        if total > seconds:
+            break
+    buffer = io.BytesIO()
+    soundfile.write(buffer, back_to_back(clips, 0.2)[: int(seconds * 16000)], 16000, format="FLAC")
+    return buffer.getvalue()
+
+
+class Meter:
+    """Machine CPU (less this process's own, the load generator's) and each Ray process kind's, over a block."""
+
+    def __enter__(self) -> "Meter":
+        self.started, self.machine, self.own = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
+        self.processes = process_cpu_seconds()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.wall = time.perf_counter() - self.started
+        self.cpu = machine_cpu_seconds() - self.machine - (own_cpu_seconds() - self.own)
+        self.by_process = process_cpu_seconds()
+        self.by_process.subtract(self.processes)
+
+
+floor_api = FastAPI()
+
+
+@serve.deployment(name="Floor", max_ongoing_requests=256)
+@serve.ingress(floor_api)
+class Floor:
+    """Serve's own floor: an ingress that reads the upload and answers at once, as the Transcriber's route does."""
+
+    @floor_api.post("/v1/audio/transcriptions")
+    async def transcriptions(self, file: UploadFile = File(...)) -> dict:  # noqa: B008
+        await file.read()
+        return {"text": ""}
+
+
+def serve_rows(payload: bytes, seconds: float, requests_count: int, levels: list[int]) -> list[str]:
+    import ray
+
+    from deployments.app import compose
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    serve.start(http_options={"host": "127.0.0.1", "port": PORT})
+    url = f"http://127.0.0.1:{PORT}/v1/audio/transcriptions"
+
+    def post(_: int) -> None:
+        answer = requests.post(url, files={"file": ("clip.flac", payload)}, timeout=600)
+        answer.raise_for_status()
+
+    free = serve.deployment(name="Encoder", max_ongoing_requests=256)(FreeEncoderReplica)
+    apps = {
+        "the app, free encoder": compose(AppConfig(device="cpu", encoder_threads=1), free),
+        "Serve's floor (an ingress that only reads the upload)": Floor.bind(),
+    }
+    rows = []
+    for name, application in apps.items():
+        serve.run(application, name="bench", route_prefix="/")
+        for _ in range(10):  # warm-up
+            post(0)
+        for level in levels:
+            time.sleep(2)  # let the machine settle
+            with ThreadPoolExecutor(level) as pool, Meter() as meter:
+                list(pool.map(post, range(requests_count)))
+            rows.append(row(f"{name}, HTTP, {level} concurrent", meter, requests_count, requests_count * seconds))
+        serve.delete("bench")
+    serve.shutdown()
+    ray.shutdown()
+    return rows
+
+
+def batch_rows(payload: bytes, seconds: float, rows_count: int) -> list[str]:
+    import ray
+
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "clips.parquet"
+        pq.write_table(
+            pa.table({"id": [f"clip-{i}" for i in range(rows_count)], "audio": [payload] * rows_count}), path
+        )
+        batch.run(batch.BatchConfig(input=str(path), output=f"{scratch}/warm"), encode_rows=FreeEncodeRows)
+        time.sleep(2)
+        with Meter() as meter:
+            batch.run(batch.BatchConfig(input=str(path), output=f"{scratch}/out"), encode_rows=FreeEncodeRows)
+    ray.shutdown()
+    return [row("batch job (after ray.init and a warm-up run)", meter, rows_count, rows_count * seconds)]
+
+
+def row(name: str, meter: Meter, count: int, audio_seconds: float) -> str:
+    kinds = ", ".join(f"{kind} {1000 * cpu / count:.1f}" for kind, cpu in meter.by_process.most_common() if cpu > 0)
+    return (
+        f"| {name} | {count / meter.wall:.1f} | {1000 * meter.cpu / count:.1f} | "
+        f"{1000 * meter.cpu / audio_seconds:.2f} | {kinds} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="audio per request or row")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--rows", type=int, default=2000, help="rows of the batch job (0: skip it)")
+    args = parser.parse_args()
+    payload = clip_bytes(args.seconds)
+    print(f"{args.seconds:g} s clips; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
+    print("| runner | requests (rows) / s | CPU-ms per request | CPU-ms per audio s | CPU-ms per request, by process |")
+    print("|---|---|---|---|---|")
+    for line in serve_rows(payload, args.seconds, args.requests, args.concurrency):
+        print(line, flush=True)
+    if args.rows:
+        for line in batch_rows(payload, args.seconds, args.rows):
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
