@@ -114,7 +114,7 @@ def main() -> None:
 
     from deployments.app import build_app
 
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(
         build_app({"model": args.model, "device": "cpu", "compile": args.compile or None}),
