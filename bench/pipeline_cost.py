@@ -128,7 +128,11 @@ def clip_bytes(seconds: float) -> bytes:
 
 
 class Meter:
-    """Machine CPU (less this process's own, the load generator's) and each Ray process kind's, over a block."""
+    """Machine CPU and each Ray process kind's over a block; this process's own is left out when it is only the load
+    generator (`driver=False`) and counted, as "driver", when it drives the job (Ray Data's executor runs here)."""
+
+    def __init__(self, driver: bool = False) -> None:
+        self.driver = driver
 
     def __enter__(self) -> "Meter":
         self.started, self.machine, self.own = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
@@ -137,9 +141,12 @@ class Meter:
 
     def __exit__(self, *_) -> None:
         self.wall = time.perf_counter() - self.started
-        self.cpu = machine_cpu_seconds() - self.machine - (own_cpu_seconds() - self.own)
+        own = own_cpu_seconds() - self.own
+        self.cpu = machine_cpu_seconds() - self.machine - (0 if self.driver else own)
         self.by_process = process_cpu_seconds()
         self.by_process.subtract(self.processes)
+        if self.driver:
+            self.by_process["driver"] = own
 
 
 floor_api = FastAPI()
@@ -201,7 +208,7 @@ def batch_rows(payload: bytes, seconds: float, rows_count: int) -> list[str]:
         )
         batch.run(batch.BatchConfig(input=str(path), output=f"{scratch}/warm"), encode_rows=FreeEncodeRows)
         time.sleep(2)
-        with Meter() as meter:
+        with Meter(driver=True) as meter:
             batch.run(batch.BatchConfig(input=str(path), output=f"{scratch}/out"), encode_rows=FreeEncodeRows)
     ray.shutdown()
     return [row("batch job (after ray.init and a warm-up run)", meter, rows_count, rows_count * seconds)]
@@ -218,7 +225,7 @@ def row(name: str, meter: Meter, count: int, audio_seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="audio per request or row")
-    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (0: skip Serve)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rows", type=int, default=2000, help="rows of the batch job (0: skip it)")
     args = parser.parse_args()
@@ -226,7 +233,7 @@ def main() -> None:
     print(f"{args.seconds:g} s clips; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print("| runner | requests (rows) / s | CPU-ms per request | CPU-ms per audio s | CPU-ms per request, by process |")
     print("|---|---|---|---|---|")
-    for line in serve_rows(payload, args.seconds, args.requests, args.concurrency):
+    for line in serve_rows(payload, args.seconds, args.requests, args.concurrency) if args.requests else []:
         print(line, flush=True)
     if args.rows:
         for line in batch_rows(payload, args.seconds, args.rows):

@@ -35,7 +35,7 @@ from pipeline.resources import DEVICES, encoder_resources, resolve_device
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
 WINDOW_FIELDS = ("offset", "keep_start", "keep_end", "frames")  # columns of a row's (windows, 4) `windows` array
-FEATURIZE_ROWS = 16  # rows per featurize task
+FEATURIZE_ROWS = 64  # rows per featurize task
 
 
 @dataclass(frozen=True)
