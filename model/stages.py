@@ -174,7 +174,9 @@ class Encoder:
                 torch._dynamo.config.cache_size_limit, 2 * len(buckets.shapes())
             )
             mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._forward = torch.compile(self.network, dynamic=True, mode=mode)
+            # One static graph per bucket, as the reference's fixed-shape recipe compiles: no symbolic shapes to
+            # guard, and on CUDA each bucket replays its own recorded graph.
+            self._forward = torch.compile(self.network, dynamic=False, mode=mode)
 
     @classmethod
     def from_pretrained(
