@@ -303,59 +303,18 @@ def summarize(output: str) -> dict[str, int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The job's options; their defaults are BatchConfig's."""
+    """The job's options, one per BatchConfig field, with its defaults."""
     default = {field.name: field.default for field in dataclasses.fields(BatchConfig)}
     parser.add_argument("--input", required=True, help="parquet file, directory or URI (s3://, gs://, ...)")
     parser.add_argument("--output", required=True, help="directory or URI for the output parquet files")
-    parser.add_argument(
-        "--audio-column", default=default["audio_column"], help="encoded bytes, paths, or {bytes, path} structs"
-    )
-    parser.add_argument(
-        "--id-column", default=default["id_column"], help="unique row ids: resuming skips those already written"
-    )
-    parser.add_argument("--model", default=default["model"], help="checkpoint directory (default: embedded model)")
     parser.add_argument(
         "--device",
         choices=DEVICES,
         default=default["device"],
         help="encoder device; auto uses GPUs when the cluster has them",
     )
-    parser.add_argument(
-        "--encoders", type=int, default=default["encoders"], help="most encoder actors (one GPU each on cuda)"
-    )
-    parser.add_argument(
-        "--encoder-rows",
-        type=int,
-        default=default["encoder_rows"],
-        help="rows per encoder call (their windows are sorted by length into the buckets)",
-    )
-    parser.add_argument(
-        "--rows-per-file",
-        type=int,
-        default=default["rows_per_file"],
-        help="rows per output file; an interrupted job redoes at most the files not yet written",
-    )
-    parser.add_argument(
-        "--max-duration", type=float, default=default["max_duration"], help="seconds; longer rows get an error"
-    )
-    parser.add_argument(
-        "--batch-sizes",
-        type=int_list,
-        default=default["batch_sizes"],
-        help="encoder batch buckets, comma-separated (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--frame-counts",
-        type=int_list,
-        default=default["frame_counts"],
-        help="encoder window buckets in 10 ms feature frames; longer audio is windowed",
-    )
-    parser.add_argument(
-        "--context-seconds",
-        type=float,
-        default=default["context_seconds"],
-        help="overlap on each side of a window of long audio",
-    )
+    for name, kind, text in OPTIONS:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default[name], help=text)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -364,6 +323,21 @@ def int_list(text: str) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+# BatchConfig field, type, help: the job's other options.
+OPTIONS = [
+    ("audio_column", str, "encoded bytes, paths, or {bytes, path} structs"),
+    ("id_column", str, "unique row ids: resuming skips those already written"),
+    ("model", str, "checkpoint directory (default: embedded model)"),
+    ("encoders", int, "most encoder actors (one GPU each on cuda)"),
+    ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
+    ("rows_per_file", int, "rows per output file; an interrupted job redoes at most the files not yet written"),
+    ("max_duration", float, "seconds; longer rows get an error"),
+    ("batch_sizes", int_list, "encoder batch buckets, comma-separated (default: %(default)s)"),
+    ("frame_counts", int_list, "encoder window buckets in 10 ms feature frames; longer audio is windowed"),
+    ("context_seconds", float, "overlap on each side of a window of long audio"),
+]
 
 
 def config_from_args(args: argparse.Namespace) -> BatchConfig:
