@@ -4,8 +4,9 @@
     python bench/streaming_latency.py --streams 1 8 32 64 --seconds 60 --encoder-threads 1
 
 Each stream plays its own synthesised speech at the pace of speech, starting at a random moment within the first
-chunk. An event's latency is when it arrived minus when the last audio it covers (`end`) was sent. Prints one
-markdown table (for BENCHMARKS.md).
+chunk. An event's latency is when it arrived minus when the last audio it covers (`end`) was sent; CPU-ms are
+those of every process on the machine but this one (bench/pipeline_cost.py's meter) per second of audio streamed.
+Prints one markdown table (for BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -15,15 +16,20 @@ import asyncio
 import os
 import platform
 import random
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from cli.stream import realtime_url, stream_audio
-from pipeline.streaming import StreamSettings
-from recipe.sentences import sentence_pool
-from recipe.synthesize import available_voices, synthesize
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
+
+from bench.pipeline_cost import Meter  # noqa: E402
+from cli.stream import realtime_url, stream_audio  # noqa: E402
+from pipeline.streaming import StreamSettings  # noqa: E402
+from recipe.sentences import sentence_pool  # noqa: E402
+from recipe.synthesize import available_voices, synthesize  # noqa: E402
 
 PORT = 8126
 
@@ -64,7 +70,7 @@ async def run_level(url: str, clips: list[np.ndarray], count: int) -> list[dict]
     return await asyncio.gather(*(one_stream(url, clips[i % len(clips)], rng.uniform(0, 0.8)) for i in range(count)))
 
 
-def row(count: int, results: list[dict], seconds: float) -> str:
+def row(count: int, results: list[dict], seconds: float, cpu_seconds: float) -> str:
     latencies = [x for r in results for x in r["latencies"]]
     firsts = [r["first"] for r in results if r["first"] is not None]
     first_latency = [r["latencies"][0] for r in results if r["latencies"]]
@@ -76,7 +82,7 @@ def row(count: int, results: list[dict], seconds: float) -> str:
     return (
         f"| {count} | {sum(r['ok'] for r in results)}/{count} | {pct(firsts, 50)} | {pct(first_latency, 50)} | "
         f"{pct(first_latency, 95)} | {pct(latencies, 50)} | {pct(latencies, 95)} | {chunks_per_step:.1f} | "
-        f"{'; '.join(errors) or '-'} |"
+        f"{1000 * cpu_seconds / (count * seconds):.1f} | {'; '.join(errors) or '-'} |"
     )
 
 
@@ -113,8 +119,9 @@ def main() -> None:
     rows = []
     for count in args.streams:
         started = time.monotonic()
-        results = asyncio.run(run_level(url, clips, count))
-        rows.append(row(count, results, args.seconds))
+        with Meter() as meter:
+            results = asyncio.run(run_level(url, clips, count))
+        rows.append(row(count, results, args.seconds, meter.cpu))
         print(
             f"{count} streams: {time.monotonic() - started:.0f} s wall, load average {os.getloadavg()[0]:.1f}",
             flush=True,
@@ -124,9 +131,9 @@ def main() -> None:
 
     print(
         "\n| streams | completed | first partial, s after start (p50) | first-partial latency p50 s | p95 s "
-        "| per-chunk latency p50 s | p95 s | chunks per step | errors |"
+        "| per-chunk latency p50 s | p95 s | chunks per step | CPU-ms per streamed audio s | errors |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
