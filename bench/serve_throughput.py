@@ -150,7 +150,7 @@ def main() -> None:
     print(row(f"Serve over HTTP, {args.concurrency} concurrent requests", audio_seconds, concurrent_wall, concurrent))
     print(
         f"\nServe at {args.concurrency} concurrent / in-process at once: {batched_wall / concurrent_wall:.2f}x; "
-        f"unloaded p50: +{(statistics.median(serial) - statistics.median(latencies)) * 1000:.0f} ms"
+        f"unloaded p50: {(statistics.median(serial) - statistics.median(latencies)) * 1000:+.0f} ms"
     )
 
 
