@@ -85,7 +85,7 @@ class Batching:
     # How long the first call of a batch waits for others to join it. 0: none, so a lone request never waits; under
     # load batches still form, of the calls that queued while the stage was busy with the batch before.
     batch_wait_timeout_s: float = 0.0
-    max_batch_size: int | None = None  # calls per batch; None: the stage's own (the encoder's largest bucket)
+    max_batch_size: int | None = None  # requests per batch; None: the stage's own (the encoder's largest bucket)
 
     def __post_init__(self) -> None:
         if not 0 <= self.batch_wait_timeout_s <= 10:

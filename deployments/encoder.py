@@ -70,15 +70,10 @@ class EncoderDeployment:
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Batching (deployments.config.Batching) from the deployment's `user_config`; at most the largest bucket."""
+        """Batching (deployments.config.Batching) from the deployment's `user_config`: requests per batch, whose
+        windows the Encoder stage runs in as many bucket-sized batches as they need."""
         batching = Batching.from_dict(user_config)
-        largest = self.encoder.buckets.max_batch_size
-        if (batching.max_batch_size or largest) > largest:
-            raise ValueError(
-                f"Encoder max_batch_size {batching.max_batch_size} exceeds the largest batch bucket "
-                f"({largest}); add a larger one to batch_sizes"
-            )
-        self._encode_batch.set_max_batch_size(batching.max_batch_size or largest)
+        self._encode_batch.set_max_batch_size(batching.max_batch_size or self.encoder.buckets.max_batch_size)
         self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
     async def encode(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
