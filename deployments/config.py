@@ -98,5 +98,5 @@ class Batching:
         return options_from_dict(cls, values, "user_config key(s)")
 
 
-ENCODER_BATCHING = Batching()  # batches of up to the largest bucket
+ENCODER_BATCHING = Batching()  # requests per batch: the largest batch bucket's size
 DECODER_BATCHING = Batching(max_batch_size=32)  # requests whose transducer greedy loop runs as one batch
