@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import ipaddress
 import os
+import socket
 import sys
 import time
 
@@ -20,7 +23,42 @@ def convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise ValueError, naming the port, when something on this machine already listens on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed connection's TIME_WAIT is no user
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise ValueError(f"cannot listen on {host}:{port}: {err.strerror}") from None
+            raise ValueError(
+                f"port {port} on {host} is in use (another `parakeet serve`?); stop it or choose another --port"
+            ) from None
+
+
 def serve(args: argparse.Namespace) -> int:
+    from deployments.auth import API_KEY_ENV, collect_keys
+
+    api_keys = collect_keys(key_file=args.api_key_file)
+    if not api_keys and not is_loopback(args.host) and not args.insecure:
+        raise ValueError(
+            f"--host {args.host} lets other machines in, and no API key is set: give --api-key-file FILE or "
+            f"${API_KEY_ENV}, or --insecure to serve without keys"
+        )
+    if not os.environ.get("RAY_ADDRESS"):  # Ray starts here, and so does the HTTP proxy on this port
+        check_port_free(args.host, args.port)
+
     import ray
     from ray import serve as ray_serve
 
@@ -30,11 +68,12 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     ray.init()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
     compile_encoder = {"auto": None, "on": True, "off": False}[args.compile]
-    app = build_app({"model": args.model, "device": args.device, "compile": compile_encoder})
+    app = build_app({"model": args.model, "device": args.device, "compile": compile_encoder, "api_keys": api_keys})
     ray_serve.start(http_options={"host": args.host, "port": args.port})
     ray_serve.run(app, name="parakeet", route_prefix="/")
+    access = f"{len(api_keys)} API key(s)" if api_keys else "no API key: open to every client that reaches it"
     print(
-        f"parakeet: serving on http://{args.host}:{args.port} (POST /v1/audio/transcriptions); Ctrl-C stops",
+        f"parakeet: serving on http://{args.host}:{args.port} (POST /v1/audio/transcriptions), {access}; Ctrl-C stops",
         file=sys.stderr,
         flush=True,
     )
@@ -68,8 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     command = commands.add_parser("serve", help="run the Ray Serve app (HTTP API) on this machine or RAY_ADDRESS")
     command.add_argument("--model", default=None, help="checkpoint directory or Hub repo id (default: embedded model)")
-    command.add_argument("--host", default="127.0.0.1")
+    command.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (default: this machine only; 0.0.0.0: every one)"
+    )
     command.add_argument("--port", type=int, default=8000)
+    command.add_argument(
+        "--api-key-file",
+        metavar="FILE",
+        help="API keys clients must send as `Authorization: Bearer KEY`, one a line (also: $PARAKEET_API_KEY)",
+    )
+    command.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without API keys: anyone reaching it"
+    )
     command.add_argument(
         "--device", choices=DEVICES, default="auto", help="encoder device; auto uses GPUs when the cluster has them"
     )

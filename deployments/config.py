@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
@@ -38,9 +38,15 @@ class AppConfig:
     frame_counts: tuple[int, ...] = Buckets.frame_counts
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_upload_mb: float = 100.0
+    max_audio_seconds: float = 3 * 3600.0  # an upload that decodes to longer gets 413, found before it is decoded
+    max_stream_seconds: float = 3 * 3600.0  # a /v1/realtime session is closed when its audio runs past this
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
     stream_max_backlog_s: float = 30.0  # a stream whose audio runs this far ahead of transcription is refused
     stream_idle_timeout_s: float = 30.0  # a stream that sends nothing for this long is closed
+    # API keys clients must send (deployments/auth.py), besides those of api_key_file and $PARAKEET_API_KEY on the
+    # ingress's node; none at all: every client is let in.
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    api_key_file: str | None = None  # keys one a line, read on the ingress's node
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -49,6 +55,10 @@ class AppConfig:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         object.__setattr__(self, "frame_counts", tuple(self.frame_counts))
+        object.__setattr__(self, "api_keys", tuple(self.api_keys))
+        for name in ("max_upload_mb", "max_audio_seconds", "max_stream_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         Buckets(self.batch_sizes, self.frame_counts)  # raises ValueError for bad buckets
 
     @classmethod

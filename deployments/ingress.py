@@ -17,8 +17,9 @@ from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Gauge, Histogram
 
 from deployments import realtime
+from deployments.auth import ApiKeys, collect_keys, is_key_protocol
 from deployments.config import DECODER_BATCHING, AppConfig, Batching
-from model.audio import SAMPLE_RATE, AudioError, PCMStream, UnsupportedFormatError
+from model.audio import SAMPLE_RATE, AudioError, AudioTooLongError, PCMStream, UnsupportedFormatError
 from model.decoding import Transcript
 from model.stages import Decoder, FeaturizedAudio, Featurizer
 from model.windows import Window
@@ -41,10 +42,15 @@ class RequestError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
-def error_response(status: int, message: str, code: str) -> JSONResponse:
-    """OpenAI's error body: {"error": {"message", "type", "code"}}."""
+def error_response(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """OpenAI's error body: {"error": {"message", "type", "param", "code"}}."""
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def unauthorized(reason: str) -> JSONResponse:
+    return error_response(401, reason, "invalid_api_key", {"WWW-Authenticate": "Bearer"})
 
 
 @app.exception_handler(RequestError)
@@ -59,8 +65,13 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
 
 
 @app.middleware("http")
-async def _limit_upload_size(request: Request, call_next):
-    """Refuse an oversized body from its Content-Length, before it is read."""
+async def _admit(request: Request, call_next):
+    """Refuse a request without a valid API key, or with an oversized body (by its Content-Length), before its
+    body is read."""
+    keys = getattr(request.app.state, "api_keys", None)
+    refusal = keys and keys.check_http(request.url.path, request.headers.get("authorization"))
+    if refusal:
+        return unauthorized(refusal)
     limit = getattr(request.app.state, "max_upload_bytes", None)
     length = request.headers.get("content-length")
     if limit and length and length.isdigit() and int(length) > limit:
@@ -102,6 +113,7 @@ class Transcriber:
         self.encoder = encoder
         self.config = config
         app.state.max_upload_bytes = config.max_upload_bytes
+        self.api_keys = app.state.api_keys = ApiKeys(collect_keys(config.api_keys, config.api_key_file))
         self.audio_seconds = Counter("parakeet_audio_seconds_total", description="Seconds of audio transcribed.")
         self.rtfx = Histogram(
             "parakeet_request_rtfx",
@@ -139,8 +151,9 @@ class Transcriber:
         return (await self.encode([features]))[0]
 
     async def featurize(self, audio: bytes | np.ndarray, sample_rate: int, name: str) -> FeaturizedAudio:
-        """Raises AudioError, its message starting with `name`, for audio that cannot be decoded."""
-        return await asyncio.to_thread(self.featurizer, audio, sample_rate, name)
+        """Raises AudioError, its message starting with `name`, for audio that cannot be decoded (AudioTooLongError
+        past max_audio_seconds)."""
+        return await asyncio.to_thread(self.featurizer, audio, sample_rate, name, self.config.max_audio_seconds)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _decode_batch(self, utterances: list[tuple[list[Window], list[np.ndarray], float]]) -> list[Transcript]:
@@ -193,6 +206,8 @@ class Transcriber:
             transcript = await self.transcribe(data, name=file.filename or "file")
         except UnsupportedFormatError as err:
             raise RequestError(415, str(err), "unsupported_format") from None
+        except AudioTooLongError as err:
+            raise RequestError(413, str(err), "audio_too_long") from None
         except AudioError as err:
             raise RequestError(400, str(err), "invalid_audio") from None
         except StageUnavailableError as err:
@@ -215,11 +230,23 @@ class Transcriber:
     @app.websocket("/v1/realtime")
     async def realtime_session(self, websocket: WebSocket) -> None:
         """16-bit PCM frames in, partial/final/done (or error) JSON events out; see README "Streaming"."""
-        await websocket.accept()
+        offered = websocket.scope.get("subprotocols", [])
+        refusal = self.api_keys.check_websocket(websocket.headers.get("authorization"), offered)
+        if refusal:
+            await websocket.send_denial_response(unauthorized(refusal))
+            return
+        # Browsers fail a handshake that offered subprotocols when none is chosen: choose one that holds no key.
+        await websocket.accept(next((p for p in offered if not is_key_protocol(p)), None))
         try:
             sample_rate, settings = realtime.parse_query(websocket.query_params)
             pcm = PCMStream(sample_rate)
-            stream = Stream(self.featurizer, self.decoder, settings, self.config.stream_max_backlog_s)
+            stream = Stream(
+                self.featurizer,
+                self.decoder,
+                settings,
+                self.config.stream_max_backlog_s,
+                self.config.max_stream_seconds,
+            )
         except (StreamError, AudioError) as err:
             await realtime.close_with_error(websocket, str(err), realtime.CLIENT_ERROR)
             return

@@ -15,12 +15,21 @@ import soxr
 
 SAMPLE_RATE = 16_000  # Hz; every Parakeet checkpoint is trained at 16 kHz
 MIN_STREAM_RATE, MAX_STREAM_RATE = 8_000, 192_000  # Hz; the rates a PCM stream may arrive at
+# Hz; the rates a file may declare. Beyond them a header lies (or the file is not speech): resampling from 1 Hz or
+# to 1 GHz would take minutes of CPU and gigabytes of memory for seconds of declared audio.
+MIN_FILE_RATE, MAX_FILE_RATE = 1_000, 768_000
+DECODE_BLOCK_VALUES = 1 << 20  # samples (of all channels) decoded at a time: 4 MB, whatever the header declares
+UNKNOWN_LENGTH = 2**63 - 1  # libsndfile's frame count of a file whose header leaves its length open
 
 AudioSource = str | os.PathLike | bytes | np.ndarray
 
 
 class AudioError(ValueError):
     """Audio that cannot be turned into a mono 16 kHz waveform; the message names the input."""
+
+
+class AudioTooLongError(AudioError):
+    """Audio longer than the caller's limit; decoding stopped at the limit, so it cost no more than that much."""
 
 
 class UnsupportedFormatError(AudioError):
@@ -59,7 +68,8 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     if audio.ndim == 1:
         return audio
     if audio.ndim == 2:
-        return audio.mean(axis=1, dtype=np.float64).astype(np.float32)
+        with np.errstate(invalid="ignore", over="ignore"):  # NaN or inf samples: validate_waveform names them
+            return audio.mean(axis=1, dtype=np.float64).astype(np.float32)
     raise AudioError(f"audio must be 1-D (samples) or 2-D (samples, channels), got shape {audio.shape}")
 
 
@@ -82,21 +92,40 @@ def validate_waveform(audio: np.ndarray, name: str, allow_empty: bool = False) -
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def decode_audio(data: bytes, name: str = "<bytes>") -> tuple[np.ndarray, int]:
-    """Decode an encoded file (wav, flac, ogg, mp3, ...) held in memory -> float32 (samples[, channels]), rate."""
+def decode_audio(data: bytes, name: str = "<bytes>", max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode an encoded file (wav, flac, ogg, mp3, ...) held in memory -> mono float32 samples, sample rate.
+
+    libsndfile decodes no more frames than the header declares, so a file declaring more than `max_seconds` is
+    refused before any decoding (AudioTooLongError). Decoding runs block by block, channels averaged as each block
+    comes, so memory follows the audio decoded, not what a header claims."""
     container = unsupported_container(data[:16])
     if container:
         raise UnsupportedFormatError(f"{name}: {container} audio is not supported; send wav, flac, ogg or mp3")
     try:
-        return soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        with soundfile.SoundFile(io.BytesIO(data)) as file:
+            rate, frames, channels = file.samplerate, file.frames, file.channels
+            if not MIN_FILE_RATE <= rate <= MAX_FILE_RATE:
+                raise AudioError(f"{name}: sample rate {rate} Hz is outside {MIN_FILE_RATE} to {MAX_FILE_RATE} Hz")
+            if frames == UNKNOWN_LENGTH:
+                raise AudioError(
+                    f"{name}: the file does not say how long it is (written as a stream); re-encode it to a file"
+                )
+            if max_seconds is not None and frames > max_seconds * rate:
+                raise AudioTooLongError(
+                    f"{name}: audio is {frames / rate:.0f} s long, over the limit of {max_seconds:g} s"
+                )
+            blocks = []
+            while len(block := file.read(max(1, DECODE_BLOCK_VALUES // channels), "float32", always_2d=True)):
+                blocks.append(to_mono(block) if channels > 1 else block[:, 0].copy())
     except soundfile.LibsndfileError as err:
         raise AudioError(f"{name}: cannot decode audio: {err.error_string}") from None
     except (RuntimeError, TypeError) as err:
         raise AudioError(f"{name}: cannot decode audio: {err}") from None
+    return (np.concatenate(blocks) if blocks else np.zeros(0, np.float32)), rate
 
 
-def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
-    """Read an audio file from disk as float32 (samples[, channels]) and its sample rate.
+def read_audio(path: str | os.PathLike, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """Read an audio file from disk as mono float32 samples and its sample rate (decode_audio's `max_seconds`).
 
     The file is read whole and decoded from memory: libsndfile's own file reading reports an undecodable MP3 as
     "File does not exist or is not a regular file"."""
@@ -109,26 +138,35 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         data = path.read_bytes()
     except OSError as err:
         raise AudioError(f"{path}: cannot read the file: {err.strerror}") from None
-    return decode_audio(data, str(path))
+    return decode_audio(data, str(path), max_seconds)
 
 
 def load_audio(
-    source: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None, allow_empty: bool = False
+    source: AudioSource,
+    sample_rate: int = SAMPLE_RATE,
+    name: str | None = None,
+    allow_empty: bool = False,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
     """Any supported source -> mono float32 waveform at SAMPLE_RATE.
 
-    `sample_rate` is the rate of a numpy `source`; files and bytes carry their own.
+    `sample_rate` is the rate of a numpy `source`; files and bytes carry their own. Audio longer than `max_seconds`
+    raises AudioTooLongError (files and bytes stop decoding there).
     """
     if isinstance(source, (str, os.PathLike)):
-        audio, sample_rate = read_audio(source)
+        audio, sample_rate = read_audio(source, max_seconds)
         name = name or str(source)
     elif isinstance(source, (bytes, bytearray, memoryview)):
         name = name or "<bytes>"
-        audio, sample_rate = decode_audio(bytes(source), name)
+        audio, sample_rate = decode_audio(bytes(source), name, max_seconds)
     else:
         name = name or "<array>"
         audio = source
     audio = validate_waveform(audio, name, allow_empty)
+    if max_seconds is not None and len(audio) > max_seconds * sample_rate:
+        raise AudioTooLongError(
+            f"{name}: audio is {len(audio) / sample_rate:.0f} s long, over the limit of {max_seconds:g} s"
+        )
     return resample(audio, sample_rate, SAMPLE_RATE)
 
 

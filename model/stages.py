@@ -120,10 +120,16 @@ class Featurizer:
         config, feature_config = checkpoint.read_configs(checkpoint.resolve(model))
         return cls(feature_config, FrameTiming.of(feature_config, config.encoder_config), max_frames, context_seconds)
 
-    def __call__(self, audio: AudioSource, sample_rate: int = SAMPLE_RATE, name: str | None = None) -> FeaturizedAudio:
-        """Raises AudioError for audio that cannot be decoded; audio too short for a frame, or silent, gives no
-        windows."""
-        waveform = load_audio(audio, sample_rate, name, allow_empty=True)
+    def __call__(
+        self,
+        audio: AudioSource,
+        sample_rate: int = SAMPLE_RATE,
+        name: str | None = None,
+        max_seconds: float | None = None,
+    ) -> FeaturizedAudio:
+        """Raises AudioError for audio that cannot be decoded, AudioTooLongError for audio over `max_seconds`;
+        audio too short for a frame, or silent, gives no windows."""
+        waveform = load_audio(audio, sample_rate, name, allow_empty=True, max_seconds=max_seconds)
         duration = len(waveform) / SAMPLE_RATE
         if not self.holds_speech(waveform):
             return FeaturizedAudio([], [], duration)

@@ -51,7 +51,7 @@ class BatchConfig:
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
-    max_duration: float = 3600.0  # seconds; longer rows get an error instead of tying up a worker
+    max_duration: float = 3600.0  # seconds; a longer row gets an error, found from its header before decoding
     rows_per_file: int = 1000  # output rows gathered before a file is written: what an interruption can lose
 
     def __post_init__(self) -> None:
@@ -114,11 +114,7 @@ def _featurize_row(
     no_features = np.zeros((0, featurizer.features.config.feature_size), np.float32)
     no_windows = np.zeros((0, len(WINDOW_FIELDS)), np.float64)
     try:
-        audio = featurizer(audio_source(cell, name), SAMPLE_RATE, name)
-        if audio.duration > config.max_duration:
-            raise ValueError(
-                f"{name}: audio is {audio.duration:.0f} s, over --max-duration {config.max_duration:.0f} s"
-            )
+        audio = featurizer(audio_source(cell, name), SAMPLE_RATE, name, max_seconds=config.max_duration)
     except Exception as err:  # any failure is this row's answer, never the job's end
         return no_features, no_windows, 0.0, str(err) if isinstance(err, ValueError) else f"{name}: {err!r}"
     if not audio.features:  # silence or a clip shorter than one frame: an empty transcript, not an error

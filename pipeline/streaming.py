@@ -124,7 +124,12 @@ class Stream:
     encoder holds, so a stream that fell behind catches up with fewer, larger steps."""
 
     def __init__(
-        self, featurizer: Featurizer, decoder: Decoder, settings: StreamSettings, max_backlog_seconds: float = math.inf
+        self,
+        featurizer: Featurizer,
+        decoder: Decoder,
+        settings: StreamSettings,
+        max_backlog_seconds: float = math.inf,
+        max_seconds: float = math.inf,
     ) -> None:
         self.frame_samples = featurizer.timing.samples
         settings.check(featurizer.timing, featurizer.window_samples / SAMPLE_RATE)
@@ -133,6 +138,7 @@ class Stream:
         self.featurizer = featurizer
         self.committer = Committer(decoder)
         self.max_backlog_samples = max_backlog_seconds * SAMPLE_RATE
+        self.max_samples = max_seconds * SAMPLE_RATE
         self.pieces: list[np.ndarray] = []  # the audio still needed, joined only when a window is cut from it
         self.audio_start = 0  # stream sample where the pieces start; earlier audio is no longer needed
         self.received = 0  # samples
@@ -147,9 +153,15 @@ class Stream:
         return max(0, self.received - needed) / SAMPLE_RATE
 
     def feed(self, samples: np.ndarray) -> None:
-        """Append 16 kHz float32 samples; raises StreamError when the client is too far ahead of transcription."""
+        """Append 16 kHz float32 samples; raises StreamError when the client is too far ahead of transcription, or
+        the stream runs past `max_seconds`."""
         if self.ended:
             raise StreamError("audio arrived after the end of the stream")
+        if self.received + len(samples) > self.max_samples:
+            raise StreamError(
+                f"the stream ran past its limit of {self.max_samples / SAMPLE_RATE:g} s of audio; "
+                "open a new session for more"
+            )
         self.pieces.append(samples)
         self.received += len(samples)
         if self.backlog_seconds * SAMPLE_RATE > self.max_backlog_samples:

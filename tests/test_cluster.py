@@ -37,8 +37,10 @@ CLUSTER_YAML = ROOT / "cluster.yaml"
 SERVE_CONFIG = ROOT / "serve_config_cluster.yaml"
 PORT = 8124
 URL = f"http://127.0.0.1:{PORT}"
-# Small buckets and one encoder thread, as in test_serve; `device` stays the file's cuda.
+# Small buckets and one encoder thread, as in test_serve; `device` stays the file's cuda, and `api_key_file` is
+# replaced by a file the fixture writes.
 APP_OPTIONS = {"batch_sizes": [1, 8], "frame_counts": [300, 600], "context_seconds": 1.0, "encoder_threads": 1}
+API_KEY = "cluster-test-key"
 # Stand-ins for the CPU and GPU counts EC2 reports for each node type; `resources` come from cluster.yaml.
 NODE_COUNTS = {"head": {}, "cpu_worker": {"num_cpus": 2}, "gpu_worker": {"num_cpus": 1, "num_gpus": 1}}
 CPU_DEPLOYMENTS = ("Transcriber",)
@@ -200,7 +202,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     node_types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"].update(host="127.0.0.1", port=PORT)
-    config["applications"][0]["args"].update(APP_OPTIONS)
+    assert config["applications"][0]["args"]["api_key_file"], "the cluster's HTTP API takes keys"
+    key_file = tmp_path_factory.mktemp("keys") / "api_keys"
+    key_file.write_text(f"# clients' keys\n{API_KEY}\n")
+    config["applications"][0]["args"].update(APP_OPTIONS, api_key_file=str(key_file))
     config_path = tmp_path_factory.mktemp("serve") / SERVE_CONFIG.name
     config_path.write_text(yaml.safe_dump(config))
     with pytest.MonkeyPatch.context() as env:
@@ -230,7 +235,10 @@ def model():
 
 def transcribe_over_http(audio: np.ndarray) -> requests.Response:
     return requests.post(
-        f"{URL}/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(audio))}, timeout=180
+        f"{URL}/v1/audio/transcriptions",
+        files={"file": ("speech.flac", flac_bytes(audio))},
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=180,
     )
 
 
@@ -249,6 +257,15 @@ def test_an_encoder_on_a_node_without_cuda_answers_with_cpu_math(cluster: Deploy
     clips = unseen_speech[1][:4]
     answers = [transcribe_over_http(clip) for clip in clips]
     assert [answer.json() for answer in answers] == [{"text": t.text} for t in model.transcribe(clips)]
+
+
+@pytest.mark.slow
+def test_the_cluster_api_lets_in_only_requests_with_a_key(cluster: Deployed, unseen_speech) -> None:
+    unkeyed = requests.post(
+        f"{URL}/v1/audio/transcriptions", files={"file": ("speech.flac", flac_bytes(unseen_speech[1][0]))}, timeout=60
+    )
+    assert unkeyed.status_code == 401 and unkeyed.json()["error"]["code"] == "invalid_api_key"
+    assert requests.get(f"{URL}/healthz", timeout=10).status_code == 200  # the load balancer's check needs no key
 
 
 def exported_metrics(endpoint: str) -> dict[str, str]:

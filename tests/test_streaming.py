@@ -185,6 +185,14 @@ def test_a_client_far_ahead_of_transcription_is_refused(stages) -> None:
         stream.feed(np.zeros(10, np.float32))
 
 
+def test_a_stream_past_its_length_limit_is_refused(stages) -> None:
+    featurizer, _, decoder = stages
+    stream = Stream(featurizer, decoder, StreamSettings(), max_seconds=3.0)
+    stream.feed(np.zeros(16000 * 3, np.float32))  # exactly the limit is allowed
+    with pytest.raises(StreamError, match=r"ran past its limit of 3 s of audio; open a new session"):
+        stream.feed(np.zeros(1, np.float32))
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [
