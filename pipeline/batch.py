@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -52,7 +53,7 @@ class BatchConfig:
     frame_counts: tuple[int, ...] = Buckets.frame_counts
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_duration: float = 3600.0  # seconds; a longer row gets an error, found from its header before decoding
-    rows_per_file: int = 1000  # output rows gathered before a file is written: what an interruption can lose
+    rows_per_file: int = 1000  # most rows an output file holds (the last ones of a run fewer): what a kill can lose
 
     def __post_init__(self) -> None:
         Buckets(tuple(self.batch_sizes), tuple(self.frame_counts))  # validates them before any work starts
@@ -238,20 +239,42 @@ def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table
     )
 
 
+def check_input(config: BatchConfig) -> int:
+    """Before Ray starts: the input can be read, has both columns, and every row has an id of its own (resuming
+    skips the ids already written, so a repeated id would lose or repeat rows). Returns its row count; raises
+    ValueError saying what is wrong."""
+    try:
+        source = pads.dataset(config.input, format="parquet")
+        names = source.schema.names
+        for option, column in (("--audio-column", config.audio_column), ("--id-column", config.id_column)):
+            if column not in names:
+                raise ValueError(f"{config.input} has no column {column!r} ({option}); its columns: {', '.join(names)}")
+        ids = source.to_table(columns=[config.id_column]).column(config.id_column)
+    except (OSError, pa.ArrowException) as err:  # FileNotFoundError, a file that is not parquet, a bad URI
+        raise ValueError(f"cannot read --input {config.input}: {err}") from None
+    if ids.null_count:
+        raise ValueError(f"{config.input}: {ids.null_count} row(s) have no id (--id-column {config.id_column})")
+    counts = pc.value_counts(ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        first = repeated[0].as_py()
+        raise ValueError(
+            f"{config.input}: id {first['values']!r} is on {first['counts']} rows ({len(repeated)} id(s) repeated, "
+            f"--id-column {config.id_column}); each row needs an id of its own, since resuming skips written ids"
+        )
+    return len(ids)
+
+
 def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict[str, int]:
     """Transcribe config.input into parquet files under config.output; returns row counts of the output.
 
     `encode_rows` is the encoder actors' class (a benchmark's stand-in takes the model's work out)."""
     import ray
 
+    check_input(config)
     if not ray.is_initialized():
         ray.init()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
-    dataset = ray.data.read_parquet(config.input)
-    names = dataset.schema().names
-    for option, column in (("--audio-column", config.audio_column), ("--id-column", config.id_column)):
-        if column not in names:
-            raise ValueError(f"{config.input} has no column {column!r} ({option}); its columns: {', '.join(names)}")
-    dataset = dataset.select_columns([config.id_column, config.audio_column])
+    dataset = ray.data.read_parquet(config.input).select_columns([config.id_column, config.audio_column])
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
@@ -286,7 +309,12 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
             fn_kwargs={"config": config},
             num_cpus=0.25,
         )
-        .write_parquet(config.output, min_rows_per_file=config.rows_per_file, ray_remote_args={"num_cpus": 0.25})
+        .write_parquet(
+            config.output,
+            min_rows_per_file=config.rows_per_file,
+            max_rows_per_file=config.rows_per_file,
+            ray_remote_args={"num_cpus": 0.25},
+        )
     )
     return summarize(config.output)
 
@@ -328,7 +356,7 @@ OPTIONS = [
     ("model", str, "checkpoint directory (default: embedded model)"),
     ("encoders", int, "most encoder actors (one GPU each on cuda)"),
     ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
-    ("rows_per_file", int, "rows per output file; an interrupted job redoes at most the files not yet written"),
+    ("rows_per_file", int, "most rows per output file; an interrupted job redoes at most the files not yet written"),
     ("max_duration", float, "seconds; longer rows get an error"),
     ("batch_sizes", int_list, "encoder batch buckets, comma-separated (default: %(default)s)"),
     ("frame_counts", int_list, "encoder window buckets in 10 ms feature frames; longer audio is windowed"),

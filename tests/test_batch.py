@@ -95,11 +95,18 @@ def test_every_row_answered_errors_kept_transcripts_match(dataset, local_ray, ex
     path, audio = dataset
     counts = batch.run(
         batch.BatchConfig(
-            input=str(path), output=str(tmp_path / "out"), frame_counts=(300, 600), context_seconds=1.0, encoder_rows=32
+            input=str(path),
+            output=str(tmp_path / "out"),
+            frame_counts=(300, 600),
+            context_seconds=1.0,
+            encoder_rows=32,
+            rows_per_file=50,
         )
     )
     rows = read_output(tmp_path / "out")
     assert set(rows) == set(audio) and counts == {"rows": len(audio), "errors": len(CORRUPT) + 1}
+    sizes = [pq.read_metadata(file).num_rows for file in (tmp_path / "out").glob("*.parquet")]
+    assert max(sizes) == 50 and sum(sizes) == len(audio), sizes  # at most --rows-per-file rows a file
     for row_id, (_, message) in CORRUPT.items():
         assert rows[row_id]["error"].startswith(message) and rows[row_id]["text"] is None
     assert rows["corrupt-truncated"]["error"].startswith("row 'corrupt-truncated': cannot decode audio")

@@ -175,3 +175,31 @@ def test_batch_rejects_bad_buckets_before_starting(capsys) -> None:
     assert "expected comma-separated whole numbers, got '4,x'" in capsys.readouterr().err
     assert main(["batch", "--input", "in", "--output", "out", "--frame-counts", "2000,1000"]) == 2
     assert "bucket frame_counts must be distinct positive numbers in increasing order" in capsys.readouterr().err
+
+
+def test_batch_input_is_checked_before_ray_starts(tmp_path, capsys) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def batch_error(path: Path, *options: str) -> str:
+        assert main(["batch", "--input", str(path), "--output", str(tmp_path / "out"), *options]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    missing = tmp_path / "missing.parquet"
+    assert batch_error(missing).startswith(f"parakeet: error: cannot read --input {missing}:")
+    (tmp_path / "text.parquet").write_text("not parquet")
+    assert batch_error(tmp_path / "text.parquet").startswith("parakeet: error: cannot read --input")
+    table = pa.table({"id": ["a", "b", "a", "c", "c", "a"], "audio": [b""] * 6})
+    pq.write_table(table, tmp_path / "repeated.parquet")
+    assert batch_error(tmp_path / "repeated.parquet") == (
+        f"parakeet: error: {tmp_path / 'repeated.parquet'}: id 'a' is on 3 rows (2 id(s) repeated, --id-column id); "
+        "each row needs an id of its own, since resuming skips written ids"
+    )
+    assert batch_error(tmp_path / "repeated.parquet", "--audio-column", "wav") == (
+        f"parakeet: error: {tmp_path / 'repeated.parquet'} has no column 'wav' (--audio-column); its columns: id, audio"
+    )
+    pq.write_table(pa.table({"id": ["a", None], "audio": [b"", b""]}), tmp_path / "null.parquet")
+    assert batch_error(tmp_path / "null.parquet").endswith("1 row(s) have no id (--id-column id)")
+    assert "ray" not in sys.modules or not __import__("ray").is_initialized()
