@@ -15,6 +15,8 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.metrics import Counter, Gauge, Histogram
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import realtime
 from deployments.auth import ApiKeys, collect_keys, is_key_protocol
@@ -23,11 +25,12 @@ from model.audio import SAMPLE_RATE, AudioError, AudioTooLongError, PCMStream, U
 from model.decoding import Transcript
 from model.stages import Decoder, FeaturizedAudio, Featurizer
 from model.windows import Window
-from pipeline.formats import render, verbose_json
+from pipeline.formats import render, usage, verbose_json
 from pipeline.streaming import Committer, Stream, StreamError
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
+STREAM_FORMATS = ("openai", "parakeet")  # stream=true's events: OpenAI's text deltas, or ours with timed words
 ENCODER_CALLS_IN_FLIGHT = 8  # per ingress replica: enough to keep several Encoder replicas busy
 STAGE_ATTEMPTS = 3  # sends of a stage call whose replica dies under it, before the request gets a 503
 
@@ -58,6 +61,13 @@ async def _request_error(request: Request, err: RequestError) -> JSONResponse:
     return error_response(err.status, err.message, err.code)
 
 
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """Unknown routes (404) and methods (405) in OpenAI's error shape too."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+    return error_response(err.status_code, f"{request.method} {request.url.path}: {err.detail}", code)
+
+
 @app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in err.errors())
@@ -79,6 +89,33 @@ async def _admit(request: Request, call_next):
             413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "too_large"
         )
     return await call_next(request)
+
+
+def check_form(form: FormData, response_format: str, stream: bool, stream_format: str) -> list[str]:
+    """Refuse (400) what OpenAI's API would, or what contradicts itself; returns the timestamp granularities.
+
+    `timestamp_granularities` is taken with or without the `[]` that OpenAI's clients append."""
+    if response_format not in RESPONSE_FORMATS:
+        raise RequestError(
+            400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}"
+        )
+    if len(form.getlist("file")) > 1:
+        raise RequestError(400, f"send one audio file per request, got {len(form.getlist('file'))} `file` fields")
+    given = form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+    unknown = sorted(set(given) - set(GRANULARITIES))
+    if unknown:
+        raise RequestError(400, f"timestamp_granularities[] must be word and/or segment, got {', '.join(unknown)}")
+    if given and response_format != "verbose_json":
+        raise RequestError(400, f"timestamp_granularities[] needs response_format=verbose_json, got {response_format}")
+    if stream_format not in STREAM_FORMATS:
+        raise RequestError(400, f"stream_format must be one of {', '.join(STREAM_FORMATS)}, got {stream_format!r}")
+    if stream and response_format not in ("json", "text"):
+        raise RequestError(
+            400, f"stream=true sends server-sent events: response_format must be json or text, got {response_format}"
+        )
+    if "stream_format" in form and not stream:
+        raise RequestError(400, "stream_format needs stream=true")
+    return [str(granularity) for granularity in given] or ["segment"]
 
 
 class StageUnavailableError(RuntimeError):
@@ -179,22 +216,24 @@ class Transcriber:
     @app.post("/v1/audio/transcriptions")
     async def transcriptions(
         self,
+        request: Request,
         file: UploadFile = File(..., description="audio file: wav, flac, ogg or mp3"),
         model: str | None = Form(None, description="accepted for compatibility; the served model answers"),
         response_format: str = Form("json"),
-        timestamp_granularities: list[str] = Form(["segment"], alias="timestamp_granularities[]"),
+        # Declared for the OpenAPI schema; check_form reads it from the form, with or without the [].
+        timestamp_granularities: list[str] | None = Form(
+            None, alias="timestamp_granularities[]", description="word and/or segment (default segment); verbose_json"
+        ),
         language: str | None = Form(None, description="accepted and ignored"),
         prompt: str | None = Form(None, description="accepted and ignored"),
         temperature: float | None = Form(None, description="accepted and ignored: decoding is greedy"),
-        stream: bool = Form(False, description="server-sent events: each segment as soon as it is decoded"),
+        stream: bool = Form(False, description="server-sent events: the text of each window as soon as it is decoded"),
+        stream_format: str = Form(
+            "openai", description="openai: transcript.text.delta/done events | parakeet: final events with words"
+        ),
     ) -> Response:
-        if response_format not in RESPONSE_FORMATS:
-            raise RequestError(
-                400, f"response_format must be one of {', '.join(RESPONSE_FORMATS)}, got {response_format!r}"
-            )
-        unknown = sorted(set(timestamp_granularities) - set(GRANULARITIES))
-        if unknown:
-            raise RequestError(400, f"timestamp_granularities[] must be word and/or segment, got {', '.join(unknown)}")
+        form = await request.form()
+        granularities = check_form(form, response_format, stream, stream_format)
         data = await file.read()
         if len(data) > self.config.max_upload_bytes:
             raise RequestError(
@@ -202,7 +241,7 @@ class Transcriber:
             )
         try:
             if stream:
-                return await self.stream_upload(data, file.filename or "file")
+                return await self.stream_upload(data, file.filename or "file", stream_format)
             transcript = await self.transcribe(data, name=file.filename or "file")
         except UnsupportedFormatError as err:
             raise RequestError(415, str(err), "unsupported_format") from None
@@ -213,17 +252,30 @@ class Transcriber:
         except StageUnavailableError as err:
             raise RequestError(503, str(err), "service_unavailable") from None
         if response_format == "json":
-            return JSONResponse({"text": transcript.text})
+            return JSONResponse({"text": transcript.text, "usage": usage(transcript)})
         if response_format == "verbose_json":
-            return JSONResponse(verbose_json(transcript, timestamp_granularities))
+            return JSONResponse(verbose_json(transcript, granularities))
         media = "text/vtt" if response_format == "vtt" else "text/plain"
         return PlainTextResponse(render(transcript, response_format), media_type=media)
 
-    async def stream_upload(self, data: bytes, name: str) -> StreamingResponse:
+    @app.post("/v1/audio/translations")
+    async def translations(self) -> Response:
+        raise RequestError(
+            404,
+            "translation is not supported: Parakeet models transcribe English speech; "
+            "use POST /v1/audio/transcriptions",
+            "unsupported_route",
+        )
+
+    async def stream_upload(self, data: bytes, name: str, stream_format: str) -> StreamingResponse:
         """Featurize the whole upload (so bad audio still gets its 4xx), then stream its windows' words."""
         featurized = await self.featurize(data, SAMPLE_RATE, name)
         events = realtime.upload_events(
-            featurized, Committer(self.decoder), self.encode_window, in_flight=self.config.buckets.max_batch_size
+            featurized,
+            Committer(self.decoder),
+            self.encode_window,
+            in_flight=self.config.buckets.max_batch_size,
+            openai=stream_format == "openai",
         )
         return StreamingResponse(events, media_type="text/event-stream")
 

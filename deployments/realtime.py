@@ -138,9 +138,11 @@ def sse(event: Event) -> str:
 
 
 async def upload_events(
-    featurized: FeaturizedAudio, committer: Committer, encode: Encode, in_flight: int
+    featurized: FeaturizedAudio, committer: Committer, encode: Encode, in_flight: int, openai: bool = True
 ) -> AsyncIterator[str]:
-    """Server-sent `final` events for an upload's windows in order, as each is encoded, then `done`.
+    """Server-sent events for an upload's windows in order, as each is encoded: OpenAI's (`openai`), a
+    `transcript.text.delta` of each window's text then `transcript.text.done`; or ours, a `final` of each window's
+    words then `done`.
 
     At most `in_flight` windows are at the encoder at once, so a long file neither floods it nor waits for all of
     its windows before the first text."""
@@ -152,17 +154,25 @@ async def upload_events(
             queue.append((window, asyncio.ensure_future(encode(features))))
 
     submit(in_flight)
+    sent_text = False
     try:
         while queue:
             window, encoded = queue.popleft()
             final, _ = committer.commit(window, await encoded)
             submit(1)
-            if final:
+            if final and openai:  # the deltas, joined, are the done event's text
+                yield sse({"type": "transcript.text.delta", "delta": " " * sent_text + final["text"]})
+                sent_text = True
+            elif final:
                 yield sse(final)
-        yield sse(committer.done())
+        done = committer.done()
+        yield sse({"type": "transcript.text.done", "text": done["text"]} if openai else done)
     except Exception as err:
         logger.exception("streamed transcription failed")
-        yield sse({"type": "error", "message": f"transcription failed: {type(err).__name__}: {err}"})
+        message = f"transcription failed: {type(err).__name__}: {err}"
+        # OpenAI's clients raise an APIError for an event that carries an `error` object.
+        error = {"message": message, "type": "server_error", "param": None, "code": "transcription_failed"}
+        yield sse({"type": "error", "error": error} if openai else {"type": "error", "message": message})
     finally:
         for _, pending in queue:
             pending.cancel()

@@ -32,6 +32,7 @@ class Transcript:
     text: str
     words: list[Word] = field(default_factory=list)
     duration: float = 0.0  # seconds of input audio
+    word_tokens: list[tuple[int, ...]] = field(default_factory=list, repr=False)  # each word's token ids
 
 
 def token_spans(best_path: Sequence[int], blank_id: int, offset: int = 0) -> list[TokenSpan]:
@@ -130,8 +131,9 @@ def greedy_spans(network: Network, output: torch.Tensor, lengths: torch.Tensor) 
     return greedy_ctc(output, lengths, network.config.blank_id)
 
 
-def words_from_spans(spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds: float) -> list[Word]:
-    """Group tokens into words at SentencePiece word starts; a word spans its first to its last token's frames."""
+def timed_words(spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds: float) -> list[tuple[Word, list[int]]]:
+    """Group tokens into words at SentencePiece word starts; a word spans its first to its last token's frames.
+    Each word comes with its token ids."""
     groups: list[list[TokenSpan]] = []
     for span in spans:
         if not groups or tokenizer.starts_word(span.token_id):
@@ -140,11 +142,11 @@ def words_from_spans(spans: list[TokenSpan], tokenizer: Tokenizer, frame_seconds
             groups[-1].append(span)
     words = []
     for group in groups:
-        text = tokenizer.decode([span.token_id for span in group]).strip()
+        ids = [span.token_id for span in group]
+        text = tokenizer.decode(ids).strip()
         if text:
-            words.append(
-                Word(text, round(group[0].start * frame_seconds, 3), round((group[-1].end + 1) * frame_seconds, 3))
-            )
+            start, end = round(group[0].start * frame_seconds, 3), round((group[-1].end + 1) * frame_seconds, 3)
+            words.append((Word(text, start, end), ids))
     return words
 
 
@@ -156,4 +158,5 @@ def transcript_from_spans(
     The text is its words joined by single spaces: a lone word-start piece ('▁') would otherwise leave a double
     space, or one at either end."""
     text = " ".join(tokenizer.decode([span.token_id for span in spans]).split())
-    return Transcript(text, words_from_spans(spans, tokenizer, frame_seconds), duration)
+    words = timed_words(spans, tokenizer, frame_seconds)
+    return Transcript(text, [word for word, _ in words], duration, [tuple(ids) for _, ids in words])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Collection
 from dataclasses import asdict
 
@@ -50,11 +51,41 @@ def to_subtitles(transcript: Transcript, kind: str) -> str:
 
 
 def segments(transcript: Transcript) -> list[dict]:
-    """Subtitle-sized segments (the cues) with their times, as the OpenAI verbose_json format lists them."""
-    return [
-        {"id": number, "seek": 0, "start": cue[0].start, "end": cue[-1].end, "text": " ".join(w.word for w in cue)}
-        for number, cue in enumerate(cues(transcript.words))
-    ]
+    """Subtitle-sized segments (the cues), with every field of OpenAI's verbose_json segments.
+
+    `seek` is where the segment starts, in 10 ms frames (Whisper's unit); `tokens` are the token ids the model
+    emitted for its words; `temperature` is 0 (decoding is greedy); `compression_ratio` is its text's zlib ratio, as
+    Whisper computes it. `avg_logprob` and `no_speech_prob` are not computed: 0.0, the values of a confident
+    segment, so that clients' Whisper-style filters (avg_logprob < -1, no_speech_prob > 0.6) keep every one."""
+    word_tokens = iter(transcript.word_tokens or [() for _ in transcript.words])
+    rows = []
+    for number, cue in enumerate(cues(transcript.words)):
+        text = " ".join(word.word for word in cue)
+        rows.append(
+            {
+                "id": number,
+                "seek": round(cue[0].start * 100),
+                "start": cue[0].start,
+                "end": cue[-1].end,
+                "text": text,
+                "tokens": [token for _ in cue for token in next(word_tokens)],
+                "temperature": 0.0,
+                "avg_logprob": 0.0,
+                "compression_ratio": compression_ratio(text),
+                "no_speech_prob": 0.0,
+            }
+        )
+    return rows
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode()
+    return round(len(data) / len(zlib.compress(data)), 4) if data else 0.0
+
+
+def usage(transcript: Transcript) -> dict:
+    """OpenAI's usage of audio billed by the second."""
+    return {"type": "duration", "seconds": transcript.duration}
 
 
 def verbose_json(transcript: Transcript, granularities: Collection[str] = ("segment",)) -> dict:
@@ -69,6 +100,7 @@ def verbose_json(transcript: Transcript, granularities: Collection[str] = ("segm
         response["segments"] = segments(transcript)
     if "word" in granularities:
         response["words"] = [asdict(word) for word in transcript.words]
+    response["usage"] = usage(transcript)
     return response
 
 
@@ -76,7 +108,8 @@ def render(transcript: Transcript, kind: str) -> str:
     if kind == "text":
         return transcript.text + "\n"
     if kind == "json":
-        return json.dumps(asdict(transcript)) + "\n"
+        words = [asdict(word) for word in transcript.words]
+        return json.dumps({"text": transcript.text, "words": words, "duration": transcript.duration}) + "\n"
     if kind in ("srt", "vtt"):
         return to_subtitles(transcript, kind)
     raise ValueError(f"unknown format {kind!r}; choose one of {', '.join(FORMATS)}")

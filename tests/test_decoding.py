@@ -7,7 +7,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers
 
 from model import Transcript, Word
-from model.decoding import TokenSpan, greedy_ctc, words_from_spans
+from model.decoding import TokenSpan, greedy_ctc, timed_words
 from model.tokenizer import Tokenizer
 from pipeline.formats import render
 
@@ -41,9 +41,9 @@ def test_words_and_timestamps() -> None:
     tokenizer = tiny_tokenizer()
     spans = [TokenSpan(1, 0, 1), TokenSpan(2, 3, 5), TokenSpan(3, 7, 8), TokenSpan(4, 9, 9)]
     assert tokenizer.decode([s.token_id for s in spans]) == "hello world"
-    assert words_from_spans(spans, tokenizer, frame_seconds=0.08) == [
-        Word("hello", 0.0, 0.48),
-        Word("world", 0.56, 0.8),
+    assert timed_words(spans, tokenizer, frame_seconds=0.08) == [
+        (Word("hello", 0.0, 0.48), [1, 2]),
+        (Word("world", 0.56, 0.8), [3, 4]),
     ]
 
 

@@ -218,7 +218,7 @@ def test_uploads_stream_server_sent_events(app, long_recording: np.ndarray) -> N
     with requests.post(
         f"{URL}/v1/audio/transcriptions",
         files={"file": ("long.flac", buffer.getvalue())},
-        data={"stream": "true"},
+        data={"stream": "true", "stream_format": "parakeet"},
         stream=True,
         timeout=300,
     ) as answer:

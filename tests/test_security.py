@@ -229,11 +229,24 @@ def test_only_requests_with_a_key_get_in(app) -> None:
     assert error_of(transcription(None)) == (401, "invalid_api_key")
     assert error_of(transcription(WRONG_KEY)) == (401, "invalid_api_key")
     for key in KEYS:  # the config's key and $PARAKEET_API_KEY's
-        assert transcription(key).json() == {"text": ""}
+        assert transcription(key).json()["text"] == ""
     for path in ("/v1/models", "/docs", "/openapi.json"):
         assert requests.get(URL + path, timeout=10).status_code == 401, path
     assert requests.get(f"{URL}/healthz", timeout=10).json()["status"] == "ok"
     assert requests.get(f"{URL}/v1/models", headers={"Authorization": f"Bearer {KEYS[0]}"}, timeout=10).ok
+
+
+@pytest.mark.slow
+def test_openai_sdk_sends_its_key_as_the_service_expects(app) -> None:
+    openai = pytest.importorskip("openai")
+
+    def client(key: str):
+        return openai.OpenAI(base_url=f"{URL}/v1", api_key=key, max_retries=0, timeout=60)
+
+    with pytest.raises(openai.AuthenticationError, match="invalid API key"):
+        client(WRONG_KEY).models.list()
+    upload = ("speech.flac", silent_flac(60))
+    assert client(KEYS[1]).audio.transcriptions.create(model="parakeet", file=upload).text == ""
 
 
 @pytest.mark.slow
@@ -312,7 +325,7 @@ def test_fuzzed_uploads_get_answers_and_the_server_stays_healthy(app) -> None:
     assert statuses.get(200, 0) > 0 and statuses.get(400, 0) > 0, statuses
     assert requests.get(f"{URL}/healthz", timeout=10).json()["status"] == "ok"
     assert replicas() == before  # no replica died and was replaced
-    assert transcription(KEYS[0]).json() == {"text": ""}
+    assert transcription(KEYS[0]).json()["text"] == ""
 
 
 @pytest.mark.slow

@@ -71,7 +71,8 @@ def test_every_response_format_matches_the_model(app, model, unseen_speech) -> N
     for audio in unseen_speech[1][:3]:
         expected = model.transcribe(audio)[0]
         data = flac_bytes(audio)
-        assert post(data).json() == {"text": expected.text}
+        usage = {"type": "duration", "seconds": len(audio) / 16000}
+        assert post(data).json() == {"text": expected.text, "usage": usage}
         for kind in ("text", "srt", "vtt"):
             answer = post(data, response_format=kind)
             assert answer.status_code == 200 and answer.text == render(expected, kind)
@@ -168,8 +169,8 @@ def test_bad_input_gets_its_status_and_message(app) -> None:
 def test_empty_and_silent_audio_give_empty_text(app) -> None:
     empty = io.BytesIO()
     soundfile.write(empty, np.zeros(0, np.float32), 16000, format="WAV")
-    assert post(empty.getvalue(), filename="empty.wav").json() == {"text": ""}
-    assert post(flac_bytes(np.zeros(3 * 16000, np.float32))).json() == {"text": ""}
+    assert post(empty.getvalue(), filename="empty.wav").json()["text"] == ""
+    assert post(flac_bytes(np.zeros(3 * 16000, np.float32))).json()["text"] == ""
 
 
 def test_a_bad_window_fails_its_request_alone(app, unseen_speech) -> None:
@@ -207,3 +208,88 @@ def test_serve_config_file_is_valid() -> None:
     assert {d.name for d in application.deployments} == {"Transcriber", "Encoder"}
     with pytest.raises(ValueError, match="unknown application option"):
         AppConfig.from_dict({"batch_size": 8})
+
+
+# --- through OpenAI's own client ---
+
+
+@pytest.fixture(scope="module")
+def client():
+    openai = pytest.importorskip("openai")
+    return openai.OpenAI(base_url=f"{URL}/v1", api_key="no key needed", max_retries=0, timeout=120)
+
+
+def test_openai_sdk_gets_every_response_format(app, client, model, unseen_speech) -> None:
+    from openai.types.audio import Transcription, TranscriptionVerbose
+
+    audio = unseen_speech[1][3]
+    expected = model.transcribe(audio)[0]
+    upload = ("speech.flac", flac_bytes(audio))
+    answer = client.audio.transcriptions.create(model="parakeet", file=upload)
+    assert Transcription.model_validate(answer.model_dump()) == answer  # every field of the right type
+    assert answer.text == expected.text and answer.usage.type == "duration"
+    assert answer.usage.seconds == pytest.approx(len(audio) / 16000)
+    for kind in ("text", "srt", "vtt"):
+        assert client.audio.transcriptions.create(model="parakeet", file=upload, response_format=kind) == render(
+            expected, kind
+        )
+    verbose = client.audio.transcriptions.create(
+        model="parakeet", file=upload, response_format="verbose_json", timestamp_granularities=["word", "segment"]
+    )
+    strict = TranscriptionVerbose.model_validate(verbose.model_dump(), strict=True)
+    assert strict.text == expected.text and [w.word for w in strict.words] == [w.word for w in expected.words]
+    segments = strict.segments
+    assert " ".join(segment.text for segment in segments) == expected.text
+    assert [token for segment in segments for token in segment.tokens] == [t for w in expected.word_tokens for t in w]
+    assert segments[-1].seek == round(segments[-1].start * 100) and segments[0].temperature == 0.0
+    assert all(0.5 < segment.compression_ratio < 5 for segment in segments)
+    assert client.models.list().data[0].id == "parakeet-ctc-default"
+
+
+def test_openai_sdk_streams_text_deltas(app, client, unseen_speech) -> None:
+    from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
+
+    audio = back_to_back(unseen_speech[1][:8], pause_seconds=0.3)  # over two of the app's 12 s windows
+    upload = ("long.flac", flac_bytes(audio))
+    expected = client.audio.transcriptions.create(model="parakeet", file=upload).text
+    *deltas, done = list(client.audio.transcriptions.create(model="parakeet", file=upload, stream=True))
+    assert len(deltas) > 1 and all(TranscriptionTextDeltaEvent.model_validate(d.model_dump()) for d in deltas)
+    assert TranscriptionTextDoneEvent.model_validate(done.model_dump()).text == expected
+    assert "".join(delta.delta for delta in deltas) == expected
+
+
+def test_openai_sdk_sees_errors_as_its_exceptions(app, client) -> None:
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="notes.txt: cannot decode audio"):
+        client.audio.transcriptions.create(model="parakeet", file=("notes.txt", b"not audio"))
+    with pytest.raises(openai.NotFoundError, match="translation is not supported"):
+        client.audio.translations.create(model="parakeet", file=("speech.flac", flac_bytes(np.zeros(16000))))
+    with pytest.raises(openai.BadRequestError, match="response_format must be json or text"):
+        client.audio.transcriptions.create(
+            model="parakeet", file=("speech.flac", flac_bytes(np.zeros(16000))), response_format="srt", stream=True
+        )
+
+
+@pytest.mark.parametrize(
+    "fields, files, message",
+    [
+        ({"timestamp_granularities": "char", "response_format": "verbose_json"}, 1, "word and/or segment, got char"),
+        ({"timestamp_granularities[]": "word"}, 1, "needs response_format=verbose_json, got json"),
+        ({"stream": "true", "response_format": "verbose_json"}, 1, "response_format must be json or text"),
+        ({"stream_format": "parakeet"}, 1, "stream_format needs stream=true"),
+        ({"stream": "true", "stream_format": "sse"}, 1, "stream_format must be one of openai, parakeet, got 'sse'"),
+        ({}, 2, "send one audio file per request, got 2 `file` fields"),
+    ],
+)
+def test_contradictory_or_unsupported_fields_get_400(app, fields: dict, files: int, message: str) -> None:
+    upload = [("file", (f"{index}.flac", flac_bytes(np.zeros(16000)))) for index in range(files)]
+    answer = requests.post(f"{URL}/v1/audio/transcriptions", files=upload, data=fields, timeout=60)
+    assert answer.status_code == 400 and message in answer.json()["error"]["message"], answer.text
+
+
+def test_unknown_routes_answer_in_openais_error_shape(app) -> None:
+    answer = requests.get(f"{URL}/v1/nothing-here", timeout=10)
+    assert answer.status_code == 404 and set(answer.json()["error"]) == {"message", "type", "param", "code"}
+    answer = requests.get(f"{URL}/v1/audio/transcriptions", timeout=10)
+    assert answer.status_code == 405 and answer.json()["error"]["code"] == "method_not_allowed"
