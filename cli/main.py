@@ -59,14 +59,14 @@ def serve(args: argparse.Namespace) -> int:
     if not os.environ.get("RAY_ADDRESS"):  # Ray starts here, and so does the HTTP proxy on this port
         check_port_free(args.host, args.port)
 
-    import ray
     from ray import serve as ray_serve
 
     from deployments.app import build_app
+    from pipeline.resources import start_ray
 
     # A busy small machine can take longer than Serve's 5 s default to start the HTTP proxy.
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
-    ray.init()  # joins the cluster at RAY_ADDRESS if set, else starts a local one
+    ray_context = start_ray()
     compile_encoder = {"auto": None, "on": True, "off": False}[args.compile]
     app = build_app({"model": args.model, "device": args.device, "compile": compile_encoder, "api_keys": api_keys})
     ray_serve.start(http_options={"host": args.host, "port": args.port})
@@ -75,8 +75,17 @@ def serve(args: argparse.Namespace) -> int:
     print(
         f"parakeet: serving on http://{args.host}:{args.port} (POST /v1/audio/transcriptions), {access}; Ctrl-C stops",
         file=sys.stderr,
-        flush=True,
     )
+    if ray_context.dashboard_url:
+        # Ray's own commands find the token of a token-authenticated Ray (~/.ray/auth_token) only when told to.
+        auth = "RAY_AUTH_MODE=token " if os.environ.get("RAY_AUTH_MODE") == "token" else ""
+        print(
+            f"parakeet: Ray dashboard http://{ray_context.dashboard_url}; `{auth}serve status --address "
+            f"http://{ray_context.dashboard_url}`, `{auth}ray status --address "
+            f"{ray_context.address_info['gcs_address']}`",
+            file=sys.stderr,
+        )
+    sys.stderr.flush()
     try:
         while True:
             time.sleep(3600)

@@ -31,7 +31,7 @@ from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource
 from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS, Window
-from pipeline.resources import DEVICES, encoder_resources, resolve_device
+from pipeline.resources import DEVICES, encoder_resources, resolve_device, start_ray
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
@@ -273,7 +273,7 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
 
     check_input(config)
     if not ray.is_initialized():
-        ray.init()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
+        start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
     dataset = ray.data.read_parquet(config.input).select_columns([config.id_column, config.audio_column])
     written = written_ids(config.output)
     if written is not None:

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import ray
 
 DEVICES = ("auto", "cuda", "cpu")
+
+
+def start_ray() -> ray._private.worker.BaseContext:
+    """Join the cluster at $RAY_ADDRESS (`auto`: one `ray start` began on this machine), else start a Ray of this
+    process's own. Never, unasked, a cluster an earlier `ray start` left: a dead one's address hangs the start."""
+    return ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
 
 
 def resolve_device(device: str) -> str:

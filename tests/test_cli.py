@@ -203,3 +203,29 @@ def test_batch_input_is_checked_before_ray_starts(tmp_path, capsys) -> None:
     pq.write_table(pa.table({"id": ["a", None], "audio": [b"", b""]}), tmp_path / "null.parquet")
     assert batch_error(tmp_path / "null.parquet").endswith("1 row(s) have no id (--id-column id)")
     assert "ray" not in sys.modules or not __import__("ray").is_initialized()
+
+
+@pytest.mark.slow
+def test_serve_prints_how_to_reach_its_ray(tmp_path) -> None:
+    import re
+
+    server = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--port", "8129"], stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        lines = []
+        while not any(line.startswith("parakeet: Ray dashboard") for line in lines):
+            lines.append(server.stderr.readline())
+            assert lines[-1] or server.poll() is None, "".join(lines)
+        commands = re.findall(r"`([^`]+)`", lines[-1])
+        assert [command.split(" --address")[0] for command in commands] == [
+            "RAY_AUTH_MODE=token serve status",
+            "RAY_AUTH_MODE=token ray status",
+        ]
+        status = subprocess.run(commands[0], shell=True, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0 and "parakeet:\n    status: RUNNING" in status.stdout, status.stderr[-2000:]
+        nodes = subprocess.run(commands[1], shell=True, capture_output=True, text=True, timeout=120)
+        assert nodes.returncode == 0 and "Active:" in nodes.stdout, nodes.stderr[-2000:]
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=120)
