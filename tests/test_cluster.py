@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,29 +18,24 @@ import ray
 import requests
 import torch
 import yaml
-from ray._private.node import Node
 from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.exceptions import ActorDiedError
-from ray.util.state import list_actors
-from ray.util.state.common import ActorState
 
 from deployments.config import AppConfig
 from model import load_model
+from tests.serving import CLUSTER_YAML, SERVE_CONFIG, Deployed, app_status, deployed_cluster, wait_for
 from tests.test_serve import flac_bytes
 
 serve = pytest.importorskip("ray.serve")  # as in test_serve: it also hides the warnings Ray's own models raise
 
-ROOT = Path(__file__).parents[1]
-CLUSTER_YAML = ROOT / "cluster.yaml"
-SERVE_CONFIG = ROOT / "serve_config_cluster.yaml"
 PORT = 8124
 URL = f"http://127.0.0.1:{PORT}"
 # Small buckets and one encoder thread, as in test_serve; `device` stays the file's cuda, and `api_key_file` is
 # replaced by a file the fixture writes.
 APP_OPTIONS = {"batch_sizes": [1, 8], "frame_counts": [300, 600], "context_seconds": 1.0, "encoder_threads": 1}
 API_KEY = "cluster-test-key"
-# Stand-ins for the CPU and GPU counts EC2 reports for each node type; `resources` come from cluster.yaml.
-NODE_COUNTS = {"head": {}, "cpu_worker": {"num_cpus": 2}, "gpu_worker": {"num_cpus": 1, "num_gpus": 1}}
+# One node of each type, with stand-ins for the CPU and GPU counts EC2 reports; `resources` come from cluster.yaml.
+NODE_COUNTS = {"head": (1, {}), "cpu_worker": (1, {"num_cpus": 2}), "gpu_worker": (1, {"num_cpus": 1, "num_gpus": 1})}
 CPU_DEPLOYMENTS = ("Transcriber",)
 
 
@@ -147,85 +140,11 @@ def test_a_call_lost_with_its_replica_is_resent_then_gives_up() -> None:
         asyncio.run(call_stage(stage, 21))
 
 
-def node_args(node_type: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:
-    """Cluster.add_node arguments for a cluster.yaml node type: its `resources`, over the stand-in counts."""
-    resources = dict(node_type["resources"])
-    declared = {
-        name: resources.pop(key) for key, name in (("CPU", "num_cpus"), ("GPU", "num_gpus")) if key in resources
-    }
-    return {**counts, **declared, "resources": resources}
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 300, every_s: float = 1.0) -> Any:
-    """Poll `condition` until it returns something truthy, and return that."""
-    deadline = time.monotonic() + timeout_s
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f} s")
-        time.sleep(every_s)
-    return result
-
-
-def app_status() -> str | None:
-    application = serve.status().applications.get("parakeet")
-    return application and application.status
-
-
-@dataclass(frozen=True)
-class Deployed:
-    nodes: dict[str, Node]  # by cluster.yaml node type
-    dashboard: str
-    config_path: Path  # the serve config deployed
-
-    def replicas(self, deployment: str) -> list[ActorState]:
-        """The live replica actors of one of the app's deployments."""
-        return list_actors(
-            address=self.dashboard,
-            filters=[("class_name", "=", f"ServeReplica:parakeet:{deployment}"), ("state", "=", "ALIVE")],
-        )
-
-    def replica_node_types(self, deployment: str) -> set[str]:
-        by_id = {node.node_id: name for name, node in self.nodes.items()}
-        return {by_id[actor.node_id] for actor in self.replicas(deployment)}
-
-    def metrics(self, node_type: str) -> str:
-        """The node's Prometheus endpoint: --metrics-export-port in cluster.yaml."""
-        node = self.nodes[node_type]
-        return f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     """serve_config_cluster.yaml, deployed with `serve deploy` as the README says, on one node of each type."""
-    from ray.cluster_utils import Cluster
-
-    node_types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
-    config = yaml.safe_load(SERVE_CONFIG.read_text())
-    config["http_options"].update(host="127.0.0.1", port=PORT)
-    assert config["applications"][0]["args"]["api_key_file"], "the cluster's HTTP API takes keys"
-    key_file = tmp_path_factory.mktemp("keys") / "api_keys"
-    key_file.write_text(f"# clients' keys\n{API_KEY}\n")
-    config["applications"][0]["args"].update(APP_OPTIONS, api_key_file=str(key_file))
-    config_path = tmp_path_factory.mktemp("serve") / SERVE_CONFIG.name
-    config_path.write_text(yaml.safe_dump(config))
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-        # The dashboard serves list_actors; port None: the first free one from 8265, which another cluster may hold.
-        head = {**node_args(node_types["head"], NODE_COUNTS["head"]), "include_dashboard": True, "dashboard_port": None}
-        local = Cluster(initialize_head=True, head_node_args=head)
-        try:
-            nodes = {"head": local.head_node}
-            for name in ("cpu_worker", "gpu_worker"):
-                nodes[name] = local.add_node(**node_args(node_types[name], NODE_COUNTS[name]))
-            ray.init(address=local.address)
-            deployed = Deployed(nodes, f"http://{local.head_node.webui_url}", config_path)
-            subprocess.run(["serve", "deploy", str(config_path), "--address", deployed.dashboard], check=True)
-            wait_for(lambda: app_status() == "RUNNING", "the app to run")
-            yield deployed
-        finally:
-            serve.shutdown()
-            ray.shutdown()
-            local.shutdown()
+    with deployed_cluster(tmp_path_factory.mktemp("cluster"), PORT, APP_OPTIONS, API_KEY, NODE_COUNTS) as deployed:
+        yield deployed
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +230,7 @@ def test_a_killed_encoder_replica_loses_no_request(cluster: Deployed, model, uns
         lambda: [a for a in cluster.replicas("Encoder") if a.actor_id != victim.actor_id],
         "Serve to replace the replica",
     )
-    assert revived.node_id == cluster.nodes["gpu_worker"].node_id
+    assert revived.node_id == cluster.nodes["gpu_worker"][0].node_id
     wait_for(lambda: app_status() == "RUNNING", "the app to recover")
     assert transcribe_over_http(clips[0]).json()["text"] == expected[0]
 
