@@ -26,4 +26,7 @@ def compose(config: AppConfig, encoder_deployment: Deployment = EncoderDeploymen
     encoder = encoder_deployment.options(
         ray_actor_options=encoder_resources(device), user_config=asdict(ENCODER_BATCHING)
     ).bind(config, device)
-    return Transcriber.options(user_config=asdict(DECODER_BATCHING)).bind(encoder, config)
+    replicas = config.ingress_replicas
+    return Transcriber.options(
+        user_config=asdict(DECODER_BATCHING), autoscaling_config={"min_replicas": replicas, "max_replicas": replicas}
+    ).bind(encoder, config)

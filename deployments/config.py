@@ -41,6 +41,9 @@ class AppConfig:
     max_audio_seconds: float = 3 * 3600.0  # an upload that decodes to longer gets 413, found before it is decoded
     max_stream_seconds: float = 3 * 3600.0  # a /v1/realtime session is closed when its audio runs past this
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
+    # Transcriber (ingress) replicas where the config gives no autoscaling_config (`parakeet serve`): two, so that
+    # when one dies the proxy sends new requests to the other while Serve replaces it.
+    ingress_replicas: int = 2
     stream_max_backlog_s: float = 30.0  # a stream whose audio runs this far ahead of transcription is refused
     stream_idle_timeout_s: float = 30.0  # a stream that sends nothing for this long is closed
     # API keys clients must send (deployments/auth.py), besides those of api_key_file and $PARAKEET_API_KEY on the
@@ -56,7 +59,7 @@ class AppConfig:
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         object.__setattr__(self, "frame_counts", tuple(self.frame_counts))
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
-        for name in ("max_upload_mb", "max_audio_seconds", "max_stream_seconds"):
+        for name in ("max_upload_mb", "max_audio_seconds", "max_stream_seconds", "ingress_replicas"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         Buckets(self.batch_sizes, self.frame_counts)  # raises ValueError for bad buckets

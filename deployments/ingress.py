@@ -138,7 +138,8 @@ async def call_stage(stage: DeploymentHandle, *args: Any) -> Any:
     ) from lost
 
 
-@serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 1})
+# Half a CPU a replica: on a 2-core machine the default two fit beside a CPU encoder.
+@serve.deployment(name="Transcriber", max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.5})
 @serve.ingress(app)
 class Transcriber:
     """The HTTP, WebSocket and handle API, and the CPU stages: each request's audio is featurized here, its windows

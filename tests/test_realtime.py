@@ -36,6 +36,7 @@ APP_OPTIONS = {
     "encoder_threads": 1,
     "stream_max_backlog_s": 20.0,
     "stream_idle_timeout_s": 5.0,
+    "ingress_replicas": 1,  # /healthz's live_streams counts one replica's streams: here, all of them
 }
 # Streaming windows equal to the app's long-audio windows: 8 s committed, 2 s of context on each side.
 OFFLINE_WINDOWS = StreamSettings(chunk_seconds=8.0, left_context_seconds=2.0, lookahead_seconds=2.0)

@@ -35,6 +35,7 @@ APP_OPTIONS = {
     "context_seconds": 2.0,
     "max_upload_mb": 1.0,
     "encoder_threads": 1,
+    "ingress_replicas": 1,  # the 32 concurrent requests of the batching test meet in one ingress's encoder calls
 }
 
 pytestmark = pytest.mark.slow
