@@ -39,9 +39,13 @@ def running_app(options: dict[str, Any], port: int, num_cpus: int = 2) -> Iterat
         ray.shutdown()
 
 
+METRICS_REPORT_S = 12  # longer than Ray's metrics report interval (10 s): an observation is exported by then
+
+
 def encoder_batch_sizes(timeout_s: float = 90.0) -> tuple[int, int]:
     """(batches, batches of more than one window) the Encoder has run, from its `parakeet_encoder_batch_size`
-    histogram on this Ray node's Prometheus endpoint, once the metrics agent has exported any (within seconds)."""
+    histogram on this Ray node's Prometheus endpoint: read once the metrics agent exports any, and again a report
+    interval later, so that every batch run before the call is counted."""
     import re
     import time
 
@@ -50,15 +54,20 @@ def encoder_batch_sizes(timeout_s: float = 90.0) -> tuple[int, int]:
 
     node = ray._private.worker.global_worker.node
     url = f"http://{node.node_ip_address}:{node.metrics_export_port}/metrics"
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def read() -> tuple[list[str], list[str]]:
         text = requests.get(url, timeout=10).text
         counts = re.findall(r"^ray_parakeet_encoder_batch_size_count\{[^}]*\} (\S+)$", text, re.M)
         singles = re.findall(r'^ray_parakeet_encoder_batch_size_bucket\{[^}]*le="1\.0"[^}]*\} (\S+)$', text, re.M)
-        if counts or time.monotonic() > deadline:
-            total = int(sum(float(count) for count in counts))
-            return total, total - int(sum(float(single) for single in singles))
+        return counts, singles
+
+    deadline = time.monotonic() + timeout_s
+    while not read()[0] and time.monotonic() < deadline:
         time.sleep(1.0)
+    time.sleep(METRICS_REPORT_S)
+    counts, singles = read()
+    total = int(sum(float(count) for count in counts))
+    return total, total - int(sum(float(single) for single in singles))
 
 
 def node_args(node_type: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:

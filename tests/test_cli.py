@@ -217,6 +217,7 @@ def test_serve_prints_how_to_reach_its_ray(tmp_path) -> None:
         while not any(line.startswith("parakeet: Ray dashboard") for line in lines):
             lines.append(server.stderr.readline())
             assert lines[-1] or server.poll() is None, "".join(lines)
+        assert any(line.startswith("parakeet: serving on http://127.0.0.1:8129 ") for line in lines)  # loopback
         commands = re.findall(r"`([^`]+)`", lines[-1])
         assert [command.split(" --address")[0] for command in commands] == [
             "RAY_AUTH_MODE=token serve status",

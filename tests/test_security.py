@@ -249,6 +249,14 @@ def test_openai_sdk_sends_its_key_as_the_service_expects(app) -> None:
     assert client(KEYS[1]).audio.transcriptions.create(model="parakeet", file=upload).text == ""
 
 
+def raw_answer(connection: socket.socket, marker: bytes) -> bytes:
+    """What the server sends on `connection` until `marker` (its headers, then its body, may come apart)."""
+    answer = b""
+    while marker not in answer and (piece := connection.recv(65536)):
+        answer += piece
+    return answer
+
+
 @pytest.mark.slow
 def test_a_request_without_a_key_is_refused_before_its_body_is_sent(app) -> None:
     with socket.create_connection(("127.0.0.1", PORT), timeout=30) as connection:
@@ -256,9 +264,7 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_sent(app) -> None
             b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n"
         )
-        answer = b""
-        while b"invalid_api_key" not in answer and (piece := connection.recv(65536)):  # headers, then the body
-            answer += piece
+        answer = raw_answer(connection, b"invalid_api_key")
     assert answer.startswith(b"HTTP/1.1 401") and b'"invalid_api_key"' in answer
 
 

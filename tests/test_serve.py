@@ -204,6 +204,7 @@ def test_serve_config_file_is_valid() -> None:
         yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text())
     )
     application = config.applications[0]
+    assert config.http_options.host == "127.0.0.1"  # this machine only, unless the user opens it (with keys)
     assert application.import_path == "deployments.app:build_app"
     assert AppConfig.from_dict(application.args).buckets.max_frames == 3000
     assert {d.name for d in application.deployments} == {"Transcriber", "Encoder"}
