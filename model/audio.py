@@ -29,7 +29,11 @@ class AudioError(ValueError):
 
 
 class AudioTooLongError(AudioError):
-    """Audio longer than the caller's limit; decoding stopped at the limit, so it cost no more than that much."""
+    """Audio longer than the caller's limit; an encoded file is refused from its header, before it is decoded."""
+
+
+def too_long(name: str, seconds: float, max_seconds: float) -> AudioTooLongError:
+    return AudioTooLongError(f"{name}: audio is {seconds:.0f} s long, over the limit of {max_seconds:g} s")
 
 
 class UnsupportedFormatError(AudioError):
@@ -111,9 +115,7 @@ def decode_audio(data: bytes, name: str = "<bytes>", max_seconds: float | None =
                     f"{name}: the file does not say how long it is (written as a stream); re-encode it to a file"
                 )
             if max_seconds is not None and frames > max_seconds * rate:
-                raise AudioTooLongError(
-                    f"{name}: audio is {frames / rate:.0f} s long, over the limit of {max_seconds:g} s"
-                )
+                raise too_long(name, frames / rate, max_seconds)
             blocks = []
             while len(block := file.read(max(1, DECODE_BLOCK_VALUES // channels), "float32", always_2d=True)):
                 blocks.append(to_mono(block) if channels > 1 else block[:, 0].copy())
@@ -151,7 +153,7 @@ def load_audio(
     """Any supported source -> mono float32 waveform at SAMPLE_RATE.
 
     `sample_rate` is the rate of a numpy `source`; files and bytes carry their own. Audio longer than `max_seconds`
-    raises AudioTooLongError (files and bytes stop decoding there).
+    raises AudioTooLongError (files and bytes from their header, before decoding).
     """
     if isinstance(source, (str, os.PathLike)):
         audio, sample_rate = read_audio(source, max_seconds)
@@ -164,9 +166,7 @@ def load_audio(
         audio = source
     audio = validate_waveform(audio, name, allow_empty)
     if max_seconds is not None and len(audio) > max_seconds * sample_rate:
-        raise AudioTooLongError(
-            f"{name}: audio is {len(audio) / sample_rate:.0f} s long, over the limit of {max_seconds:g} s"
-        )
+        raise too_long(name, len(audio) / sample_rate, max_seconds)
     return resample(audio, sample_rate, SAMPLE_RATE)
 
 
