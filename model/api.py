@@ -13,8 +13,9 @@ import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioError, AudioSource
+from model.biasing import Hotword
 from model.config import FeatureConfig, FrameTiming, ModelConfig, RNNTConfig, write_json
-from model.decoding import Transcript
+from model.decoding import DecodingOptions, Transcript, decoding_options
 from model.features import LogMelFeatures
 from model.heads import Network, TransducerDecoder
 from model.stages import Buckets, Decoder, Encoder, Featurizer, Pipeline, check_position_table
@@ -74,23 +75,46 @@ class Parakeet:
         return next(self.network.parameters()).device
 
     def transcribe_each(
-        self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE
+        self,
+        inputs: AudioSource | Sequence[AudioSource],
+        sample_rate: int = SAMPLE_RATE,
+        hotwords: Sequence[str | Hotword] = (),
+        beam_size: int | None = None,
+        lm: str | os.PathLike | None = None,
+        lm_alpha: float = DecodingOptions.lm_alpha,
+        lm_beta: float = DecodingOptions.lm_beta,
     ) -> Iterator[Transcript | AudioError]:
         """Like `transcribe`, but yields each input's result as soon as it is ready, in order: its Transcript, or
         the AudioError its audio raised, so one bad input does not stop the others."""
+        options = decoding_options(hotwords, beam_size, lm and os.fspath(lm), lm_alpha, lm_beta)
         return self.pipeline.transcribe_each(
-            ((source, source_name(source, index)) for index, source in enumerate(as_inputs(inputs))), sample_rate
+            ((source, source_name(source, index)) for index, source in enumerate(as_inputs(inputs))),
+            sample_rate,
+            options,
         )
 
     def transcribe(
-        self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE
+        self,
+        inputs: AudioSource | Sequence[AudioSource],
+        sample_rate: int = SAMPLE_RATE,
+        hotwords: Sequence[str | Hotword] = (),
+        beam_size: int | None = None,
+        lm: str | os.PathLike | None = None,
+        lm_alpha: float = DecodingOptions.lm_alpha,
+        lm_beta: float = DecodingOptions.lm_beta,
     ) -> list[Transcript]:
         """Numpy arrays at `sample_rate`, encoded bytes or audio file paths -> one Transcript each, in order.
 
         Audio longer than the largest window (30 s by default) is cut into overlapping windows joined at their seams;
-        silent or empty audio gives "". Raises AudioError, naming the input, for audio that cannot be decoded."""
+        silent or empty audio gives "". Raises AudioError, naming the input, for audio that cannot be decoded.
+
+        Decoding is greedy unless it is asked to search: `beam_size` > 1, `hotwords` (phrases, each optionally
+        `phrase:weight`, the weight a per-token reward in (0, 10], default 3; HotwordError for ones the model
+        cannot spell), or `lm`, a KenLM word language model (ARPA or binary; CTC models; needs `pip install kenlm`)
+        weighted `lm_alpha` * ln P(word) + `lm_beta` per word. Hotwords or a language model search a beam of 4
+        unless `beam_size` says otherwise."""
         results = []
-        for result in self.transcribe_each(inputs, sample_rate):
+        for result in self.transcribe_each(inputs, sample_rate, hotwords, beam_size, lm, lm_alpha, lm_beta):
             if isinstance(result, AudioError):
                 raise result
             results.append(result)

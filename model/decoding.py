@@ -1,14 +1,60 @@
-"""Greedy decoding (CTC, and batched RNN-T / TDT transducers) and word timestamps from encoder frames."""
+"""Greedy decoding (CTC, and batched RNN-T / TDT transducers, with optional hotword boosting), the options that
+choose beam search (model.beam) instead, and word timestamps from encoder frames."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from model.biasing import ContextGraph, Hotword, parse_hotwords
 from model.heads import Network, TransducerDecoder
 from model.tokenizer import Tokenizer
+
+MAX_BEAM_SIZE = 16
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """How a request's encoder output is decoded: greedy (the default), or a beam search of `beam_size` biased
+    towards `hotwords` and, for CTC, scored by a KenLM word language model (`lm_path`, weighted
+    `lm_alpha` * ln P + `lm_beta` per word)."""
+
+    beam_size: int = 1
+    hotwords: tuple[Hotword, ...] = ()
+    lm_path: str | None = None
+    lm_alpha: float = 0.5
+    lm_beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hotwords", tuple(self.hotwords))
+        if not isinstance(self.beam_size, int) or not 1 <= self.beam_size <= MAX_BEAM_SIZE:
+            raise ValueError(f"beam_size must be an integer from 1 to {MAX_BEAM_SIZE}, got {self.beam_size!r}")
+
+    @property
+    def searches(self) -> bool:
+        """Whether decoding needs more than each frame's best token (CTC's encoder then sends frame scores)."""
+        return self.beam_size > 1 or bool(self.hotwords) or self.lm_path is not None
+
+
+GREEDY = DecodingOptions()
+BIASED_BEAM_SIZE = 4  # the beam hotwords or a language model get when no beam size is asked for
+
+
+def decoding_options(
+    hotwords: Iterable[str | Hotword] = (),
+    beam_size: int | None = None,
+    lm_path: str | None = None,
+    lm_alpha: float = DecodingOptions.lm_alpha,
+    lm_beta: float = DecodingOptions.lm_beta,
+) -> DecodingOptions:
+    """What a request asks for -> its DecodingOptions: hotwords parsed (`phrase` or `phrase:weight`; raises
+    HotwordError), and a beam of BIASED_BEAM_SIZE for hotwords or a language model when `beam_size` is None."""
+    hotwords = parse_hotwords(hotwords)
+    if beam_size is None:
+        beam_size = BIASED_BEAM_SIZE if hotwords or lm_path else 1
+    return DecodingOptions(beam_size, hotwords, lm_path, lm_alpha, lm_beta)
 
 
 @dataclass(frozen=True)
@@ -75,13 +121,19 @@ class Emission:
 
 
 @torch.inference_mode()
-def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths: torch.Tensor) -> list[list[Emission]]:
+def greedy_transducer(
+    network: TransducerDecoder,
+    encoded: torch.Tensor,
+    lengths: torch.Tensor,
+    graphs: Sequence[ContextGraph | None] | None = None,
+) -> list[list[Emission]]:
     """Batched greedy RNN-T / TDT decoding of (B, T, decoder_hidden_size) projected encoder frames.
 
     Each row keeps a frame pointer. At each step the joint scores the pointed frame against the prediction
     network's output; a token other than the blank is emitted and fed back to the prediction network. RNN-T moves
     the pointer one frame on a blank; TDT moves it by the predicted duration (at least one on a blank). After
     `max_symbols_per_step` emissions in a row at one frame the pointer moves on by one, so decoding always ends.
+    A row with a context graph (`graphs`) chooses its token by log-probability plus the graph's reward for it.
     """
     config = network.config
     batch, frames = encoded.shape[:2]
@@ -95,10 +147,11 @@ def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths
         torch.full_like(frame, config.blank_id), network.decoder.initial_state(batch)
     )
     steps = []
+    biasing = Boosting(graphs, config.blank_id) if graphs and any(graphs) else None
     active = frame < lengths
     while active.any():
         logits = network.joint(encoded[rows, frame.clamp(max=frames - 1)], predicted)
-        token = logits[:, : config.vocab_size].argmax(-1)
+        token = (biasing.choose if biasing else torch.argmax)(logits[:, : config.vocab_size], -1)
         blank = token == config.blank_id
         if len(durations):
             advance = durations[logits[:, config.vocab_size :].argmax(-1)]
@@ -112,6 +165,8 @@ def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths
         steps.append(torch.stack([token, frame, advance, emitted.long()], dim=1))
         if emitted.any():  # only rows that emitted move their prediction network on
             index = emitted.nonzero()[:, 0]
+            if biasing:
+                biasing.emit(index.tolist(), token[index].tolist())
             output, (hidden_rows, cell_rows) = network.decoder(token[index], (hidden[:, index], cell[:, index]))
             predicted[index], hidden[:, index], cell[:, index] = output, hidden_rows, cell_rows
         frame = frame + advance
@@ -122,6 +177,37 @@ def greedy_transducer(network: TransducerDecoder, encoded: torch.Tensor, lengths
     return [
         [Emission(token, frame, advance) for token, frame, advance, emitted in row if emitted] for row in table.tolist()
     ]
+
+
+class Boosting:
+    """Greedy transducer decoding's hotword state per batch row (None: a row without hotwords)."""
+
+    def __init__(self, graphs: Sequence[ContextGraph | None], blank_id: int) -> None:
+        self.graphs = list(graphs)
+        self.states = [graph.start if graph else None for graph in self.graphs]
+        self.starts_word = torch.tensor(next(graph for graph in self.graphs if graph).word_starts)
+        self.blank_id = blank_id
+
+    def choose(self, logits: torch.Tensor, dim: int) -> torch.Tensor:
+        """(B, vocab) token logits -> each row's token: the best by log-probability plus its hotword reward (the
+        blank, which changes no match, earns none)."""
+        scores = logits.float().log_softmax(dim)
+        for row, (graph, state) in enumerate(zip(self.graphs, self.states)):
+            if graph is None:
+                continue
+            rewards, starting, inside = graph.rewards(state)
+            ids = list(rewards)
+            boosted = scores[row, ids] + torch.tensor(list(rewards.values()))
+            penalties = torch.where(self.starts_word, starting, inside)
+            penalties[self.blank_id] = 0.0
+            scores[row] += penalties
+            scores[row, ids] = boosted
+        return scores.argmax(dim)
+
+    def emit(self, rows: list[int], tokens: list[int]) -> None:
+        for row, token in zip(rows, tokens):
+            if self.graphs[row] is not None:
+                self.states[row], _ = self.graphs[row].step(self.states[row], token)
 
 
 def greedy_spans(network: Network, output: torch.Tensor, lengths: torch.Tensor) -> list[list[TokenSpan]]:

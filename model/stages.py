@@ -1,11 +1,13 @@
 """The three stages of transcription as plain classes, and the pipeline that runs them in one process.
 
     Featurizer (CPU)      audio -> windows of normalised log-mel features (model.windows cuts them)
-    Encoder (GPU or CPU)  feature windows -> per-frame best CTC ids, or a transducer's projected encoder frames,
-                          batched: fixed-shape buckets when compiled, padded to the longest window when eager
-    Decoder (CPU)         an utterance's encoded windows -> Transcript (CTC collapse, or the transducer's greedy
-                          loop: prediction network + joint, batched over all windows it is given), its windows'
-                          tokens joined at their seams (model.windows)
+    Encoder (GPU or CPU)  feature windows -> per-frame best CTC ids (or, for a request that searches, each frame's
+                          best log-probs: model.beam), or a transducer's projected encoder frames, batched:
+                          fixed-shape buckets when compiled, padded to the longest window when eager
+    Decoder (CPU)         an utterance's encoded windows -> Transcript (CTC collapse or beam search, or the
+                          transducer's greedy loop: prediction network + joint, batched over all windows it is
+                          given, or its beam search), its windows' tokens joined at their seams (model.windows);
+                          a request's DecodingOptions choose greedy or beam, hotwords and language model
 
 `Pipeline` runs the three in one process: `Parakeet.transcribe` and the CLI use it. The Serve app and the batch job
 run these same classes, each stage in its own actors, so every runner cuts the same windows, joins the same seams
@@ -24,8 +26,18 @@ import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioError, AudioSource, load_audio
+from model.beam import CTCBeamSearch, LanguageModelError, WordLM, frame_scores, is_frame_scores, transducer_beam_search
+from model.biasing import ContextGraph
 from model.config import ConfigError, FeatureConfig, FrameTiming, ModelConfig, RNNTConfig
-from model.decoding import TokenSpan, Transcript, greedy_transducer, token_spans, transcript_from_spans
+from model.decoding import (
+    GREEDY,
+    DecodingOptions,
+    TokenSpan,
+    Transcript,
+    greedy_transducer,
+    token_spans,
+    transcript_from_spans,
+)
 from model.features import LogMelFeatures, pad_waveforms
 from model.heads import Network, ParakeetCTC, TransducerDecoder
 from model.tokenizer import Tokenizer
@@ -40,6 +52,7 @@ from model.windows import (
 
 SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcribed as "" without the model
 NOTHING_ENCODED = np.empty(0, np.float32)  # the encoder output of a window that was never encoded (silent)
+GRAPHS_KEPT = 64  # hotword lists a Decoder keeps built
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -152,8 +165,9 @@ class Featurizer:
 
 
 class Encoder:
-    """Feature windows -> per-frame best CTC ids (int32), or a transducer's projected encoder frames (float32, one
-    row per frame), in batches of up to the buckets' largest batch size, longest windows first.
+    """Feature windows -> per-frame best CTC ids (int32; for a window whose request searches, `frame_scores`), or
+    a transducer's projected encoder frames (float32, one row per frame), in batches of up to the buckets' largest
+    batch size, longest windows first.
 
     Compiled, it runs only the buckets' fixed (batch, frames) shapes, so the compiled model never recompiles; on
     CUDA in `dtype` with CUDA graphs ("reduce-overhead"), on CPU through inductor. Eager, a batch is padded only
@@ -173,6 +187,7 @@ class Encoder:
         self.network = network.to(self.device, dtype).eval()
         self.mels = network.config.encoder_config.num_mel_bins
         self.ctc = isinstance(network, ParakeetCTC)
+        self.blank_id = network.config.blank_id
         self.fixed_shapes = compile
         self._forward = self.network
         if compile:
@@ -205,13 +220,18 @@ class Encoder:
                 self._run(np.zeros((batch, frames, self.mels), np.float32), np.full(batch, frames))
 
     @torch.inference_mode()
-    def _run(self, features: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    def _run(self, features: np.ndarray, lengths: np.ndarray, scored: list[bool] | None = None) -> list[np.ndarray]:
+        """A padded batch -> each row's output; CTC rows marked in `scored` get frame scores, not best ids."""
         output, output_lengths = self._forward(
             torch.from_numpy(features).to(self.device, self.dtype), torch.from_numpy(lengths).to(self.device)
         )
-        # CTC needs only the best id per frame; a transducer's decoder needs the frames themselves.
-        output = output.argmax(dim=-1).to(torch.int32) if self.ctc else output.float()
-        return [row[:length] for row, length in zip(output.cpu().numpy(), output_lengths.cpu().tolist())]
+        lengths = output_lengths.cpu().tolist()
+        if not self.ctc:  # a transducer's decoder needs the frames themselves
+            return [row[:length] for row, length in zip(output.float().cpu().numpy(), lengths)]
+        # Greedy CTC needs only the best id per frame; a beam search each frame's best few log-probs.
+        best = output.argmax(dim=-1).to(torch.int32).cpu().numpy()
+        scores = frame_scores(output, self.blank_id).cpu().numpy() if scored and any(scored) else None
+        return [(scores if scored and scored[row] else best)[row, :length] for row, length in enumerate(lengths)]
 
     def check(self, features: np.ndarray) -> None:
         """Reject a window the buckets cannot hold, before it can spoil a batch."""
@@ -233,8 +253,9 @@ class Encoder:
         groups = [order[start : start + size] for start in range(0, len(order), size)]
         return [(group, self.shape_for(len(group), len(windows[group[0]]))) for group in groups]
 
-    def __call__(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """Windows of (frames, mels) features -> their encoder output (best ids or frames), in order."""
+    def __call__(self, windows: list[np.ndarray], scored: list[bool] | None = None) -> list[np.ndarray]:
+        """Windows of (frames, mels) features -> their encoder output (best ids, frame scores for the windows
+        `scored` marks, or frames), in order."""
         for features in windows:
             self.check(features)
         results: list[np.ndarray] = [NOTHING_ENCODED] * len(windows)
@@ -244,21 +265,27 @@ class Encoder:
             for row, index in enumerate(group):
                 padded[row, : len(windows[index])] = windows[index]
                 lengths[row] = len(windows[index])
-            for index, encoded in zip(group, self._run(padded, lengths)):
+            rows_scored = [bool(scored and scored[index]) for index in group] + [False] * (batch - len(group))
+            for index, encoded in zip(group, self._run(padded, lengths, rows_scored)):
                 results[index] = encoded
         return results
 
-    def encode_isolating_failures(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
-        """The windows of several requests (or rows), all encoded together; if that fails, each request's alone, so
-        one bad request cannot fail the others it shares a call with: its place holds its exception."""
+    def encode_isolating_failures(
+        self, requests: list[list[np.ndarray]], scored: list[bool] | None = None
+    ) -> list[list[np.ndarray] | Exception]:
+        """The windows of several requests (or rows), all encoded together (frame scores for the requests `scored`
+        marks); if that fails, each request's alone, so one bad request cannot fail the others it shares a call
+        with: its place holds its exception."""
+        scored = scored or [False] * len(requests)
         try:
-            encoded = iter(self([window for windows in requests for window in windows]))
+            windows_scored = [flag for windows, flag in zip(requests, scored) for _ in windows]
+            encoded = iter(self([window for windows in requests for window in windows], windows_scored))
             return [[next(encoded) for _ in windows] for windows in requests]
         except Exception:
             results: list[list[np.ndarray] | Exception] = []
-            for windows in requests:
+            for windows, flag in zip(requests, scored):
                 try:
-                    results.append(self(windows))
+                    results.append(self(windows, [flag] * len(windows)))
                 except Exception as err:
                     results.append(err)
             return results
@@ -270,13 +297,42 @@ class Encoder:
 
 
 class Decoder:
-    """Encoded windows of utterances -> their Transcripts: CTC best ids collapsed, or the transducer's greedy loop
-    over projected encoder frames (all windows of all utterances given at once decode as one batch); words timed."""
+    """Encoded windows of utterances -> their Transcripts: CTC best ids collapsed or frame scores beam-searched,
+    or the transducer's greedy loop over projected encoder frames (all greedy windows of all utterances given at
+    once decode as one batch) or its beam search; words timed. Each utterance decodes with its own
+    DecodingOptions."""
 
     def __init__(self, tokenizer: Tokenizer, timing: FrameTiming, transducer: TransducerDecoder | None = None) -> None:
         self.tokenizer = tokenizer
         self.timing = timing
         self.transducer = transducer.eval() if transducer is not None else None
+        self._graphs: dict[tuple, ContextGraph] = {}  # by hotwords: requests often repeat a deployment's list
+        self._lms: dict[tuple, WordLM] = {}
+
+    def check(self, options: DecodingOptions) -> None:
+        """Raise HotwordError for hotwords the tokenizer cannot spell, LanguageModelError for a language model that
+        cannot load or a transducer's: before any work."""
+        self.context_graph(options)
+        self.language_model(options)
+
+    def context_graph(self, options: DecodingOptions) -> ContextGraph | None:
+        if not options.hotwords:
+            return None
+        if options.hotwords not in self._graphs:
+            if len(self._graphs) >= GRAPHS_KEPT:
+                self._graphs.pop(next(iter(self._graphs)))
+            self._graphs[options.hotwords] = ContextGraph.build(self.tokenizer, options.hotwords)
+        return self._graphs[options.hotwords]
+
+    def language_model(self, options: DecodingOptions) -> WordLM | None:
+        if options.lm_path is None:
+            return None
+        if self.transducer is not None:
+            raise LanguageModelError("a word language model scores CTC beam search only; this model is a transducer")
+        key = (options.lm_path, options.lm_alpha, options.lm_beta)
+        if key not in self._lms:
+            self._lms[key] = WordLM(*key)
+        return self._lms[key]
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None) -> Decoder:
@@ -289,14 +345,23 @@ class Decoder:
             transducer,
         )
 
-    def __call__(self, windows: list[Window], encoded: list[np.ndarray], duration: float) -> Transcript:
-        return self.decode_many([(windows, encoded, duration)])[0]
+    def __call__(
+        self, windows: list[Window], encoded: list[np.ndarray], duration: float, options: DecodingOptions = GREEDY
+    ) -> Transcript:
+        return self.decode_many([(windows, encoded, duration)], [options])[0]
 
-    def decode_many(self, utterances: list[tuple[list[Window], list[np.ndarray], float]]) -> list[Transcript]:
-        """(windows, their encoder outputs, duration in seconds) per utterance -> one Transcript each."""
+    def decode_many(
+        self,
+        utterances: list[tuple[list[Window], list[np.ndarray], float]],
+        options: list[DecodingOptions] | None = None,
+    ) -> list[Transcript]:
+        """(windows, their encoder outputs, duration in seconds) per utterance -> one Transcript each, decoded with
+        its `options` (default: greedy)."""
+        options = options or [GREEDY] * len(utterances)
         windows = [window for utterance_windows, _, _ in utterances for window in utterance_windows]
         outputs = [output for _, utterance_outputs, _ in utterances for output in utterance_outputs]
-        spans = iter(self._spans(outputs, [window.offset for window in windows]))
+        window_options = [option for (w, _, _), option in zip(utterances, options) for _ in w]
+        spans = iter(self._spans(outputs, [window.offset for window in windows], window_options))
         transcripts = []
         for utterance_windows, _, duration in utterances:
             kept: list[TokenSpan] = []
@@ -317,30 +382,53 @@ class Decoder:
             0 if self.transducer else 1,
         )
 
-    def spans(self, window: Window, encoded: np.ndarray) -> list[TokenSpan]:
+    def spans(self, window: Window, encoded: np.ndarray, options: DecodingOptions = GREEDY) -> list[TokenSpan]:
         """Every token of one window (`encoded`: its encoder output, or NOTHING_ENCODED), its frames counted from
         the start of the audio."""
-        return self._spans([encoded], [window.offset])[0]
+        return self._spans([encoded], [window.offset], [options])[0]
 
     def transcript(self, spans: list[TokenSpan], duration: float) -> Transcript:
         return transcript_from_spans(spans, self.tokenizer, self.timing.seconds, duration)
 
-    def _spans(self, outputs: list[np.ndarray], offsets: list[int]) -> list[list[TokenSpan]]:
+    def _spans(
+        self, outputs: list[np.ndarray], offsets: list[int], options: list[DecodingOptions]
+    ) -> list[list[TokenSpan]]:
         """Each window's token spans, in frames from the start of the audio (the window's own start is `offset`)."""
         if self.transducer is None:
-            return [token_spans(ids.tolist(), self.tokenizer.blank_id, offset) for ids, offset in zip(outputs, offsets)]
+            return [self._ctc_spans(*window) for window in zip(outputs, offsets, options)]
         spans: list[list[TokenSpan]] = [[] for _ in outputs]
         # A window with no frames (silent, so never encoded: an empty array of any shape) has no tokens.
         rows = [row for row, output in enumerate(outputs) if len(output)]
+        searched = [row for row in rows if options[row].beam_size > 1]
+        for row in searched:
+            graph = self.context_graph(options[row])
+            emissions = transducer_beam_search(
+                self.transducer, torch.from_numpy(outputs[row]), options[row].beam_size, graph
+            )
+            spans[row] = [emission.span(offsets[row]) for emission in emissions]
+        rows = [row for row in rows if options[row].beam_size == 1]
         if not rows:
             return spans
         lengths = torch.tensor([len(outputs[row]) for row in rows])
         padded = torch.zeros(len(rows), int(lengths.max()), outputs[rows[0]].shape[1])
         for index, row in enumerate(rows):
             padded[index, : len(outputs[row])] = torch.from_numpy(outputs[row])
-        for row, emissions in zip(rows, greedy_transducer(self.transducer, padded, lengths)):
+        graphs = [self.context_graph(options[row]) for row in rows]
+        for row, emissions in zip(rows, greedy_transducer(self.transducer, padded, lengths, graphs)):
             spans[row] = [emission.span(offsets[row]) for emission in emissions]
         return spans
+
+    def _ctc_spans(self, output: np.ndarray, offset: int, options: DecodingOptions) -> list[TokenSpan]:
+        if not len(output):
+            return []
+        if not options.searches:
+            return token_spans(output.tolist(), self.tokenizer.blank_id, offset)
+        if not is_frame_scores(output):
+            raise ValueError("beam search needs the encoder's frame scores; it was sent best ids (scored=False)")
+        search = CTCBeamSearch(
+            self.tokenizer, options.beam_size, self.context_graph(options), self.language_model(options)
+        )
+        return search(output, offset)
 
 
 PIPELINE_GROUP_WINDOWS = 32  # windows featurized before they are encoded together: bounds the features held at once
@@ -357,10 +445,14 @@ class Pipeline:
         self.featurizer, self.encoder, self.decoder = featurizer, encoder, decoder
 
     def transcribe_each(
-        self, sources: Iterable[tuple[AudioSource, str]], sample_rate: int = SAMPLE_RATE
+        self,
+        sources: Iterable[tuple[AudioSource, str]],
+        sample_rate: int = SAMPLE_RATE,
+        options: DecodingOptions = GREEDY,
     ) -> Iterator[Transcript | AudioError]:
         """(source, name) pairs -> one result each, in order, as soon as its group is done: its Transcript, or the
-        AudioError (naming it) that its audio raised."""
+        AudioError (naming it) that its audio raised; all decoded with `options`."""
+        self.decoder.check(options)
         group: list[FeaturizedAudio | AudioError] = []
         windows = 0
         for source, name in sources:
@@ -370,14 +462,17 @@ class Pipeline:
             except AudioError as err:
                 group.append(err)
             if windows >= PIPELINE_GROUP_WINDOWS:
-                yield from self._finish(group)
+                yield from self._finish(group, options)
                 group, windows = [], 0
-        yield from self._finish(group)
+        yield from self._finish(group, options)
 
-    def _finish(self, group: list[FeaturizedAudio | AudioError]) -> Iterator[Transcript | AudioError]:
+    def _finish(
+        self, group: list[FeaturizedAudio | AudioError], options: DecodingOptions
+    ) -> Iterator[Transcript | AudioError]:
         featurized = [item for item in group if isinstance(item, FeaturizedAudio)]
-        encoded = iter(self.encoder([features for item in featurized for features in item.features]))
+        windows = [features for item in featurized for features in item.features]
+        encoded = iter(self.encoder(windows, [options.searches] * len(windows)))
         utterances = [(item.windows, [next(encoded) for _ in item.features], item.duration) for item in featurized]
-        transcripts = iter(self.decoder.decode_many(utterances))
+        transcripts = iter(self.decoder.decode_many(utterances, [options] * len(utterances)))
         for item in group:
             yield item if isinstance(item, AudioError) else next(transcripts)

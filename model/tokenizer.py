@@ -19,6 +19,9 @@ class Tokenizer:
         self.blank_id = blank_id
         self._pieces = [tokenizer.id_to_token(i) or "" for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
         self._starts_word = [piece.startswith(WORD_START) for piece in self._pieces]
+        unk = getattr(tokenizer.model, "unk_token", None)
+        self.unk_id = tokenizer.token_to_id(unk) if unk else None  # what encode gives for what it cannot spell
+        self.cased = any(piece != piece.lower() for piece in self._pieces if not piece.startswith("<"))
 
     @classmethod
     def from_file(cls, path: str | Path, blank_id: int) -> Tokenizer:
@@ -42,7 +45,7 @@ class Tokenizer:
         """The id of the first of this tokenizer's pieces that spell another tokenizer's `piece` (`<unk>`'s if
         none do)."""
         tokens = self._tokenizer.model.tokenize(piece)
-        return tokens[0].id if tokens else self._tokenizer.token_to_id(self._tokenizer.model.unk_token)
+        return tokens[0].id if tokens else self.unk_id
 
     def encode(self, text: str) -> list[int]:
         return self._tokenizer.encode(text, add_special_tokens=False).ids
