@@ -18,6 +18,7 @@ from pathlib import Path
 from model import AudioError, Transcript, load_model
 from model.stages import Buckets
 from pipeline.formats import FORMATS, render
+from pipeline.options import add_decoding_arguments, decoding_arguments
 
 SUFFIXES = {"text": ".txt", "json": ".json", "srt": ".srt", "vtt": ".vtt"}
 
@@ -45,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="windows encoded together (default: %(default)s)",
     )
     parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation of the linear layers (CPU)")
+    add_decoding_arguments(parser)
 
 
 def positive_int(text: str) -> int:
@@ -82,7 +84,7 @@ def native_stderr_silenced() -> Iterator[None]:
 def results(args: argparse.Namespace) -> Iterator[Transcript | AudioError]:
     """Each file's result in order, decoding with C libraries' chatter silenced."""
     model = load_model(args.model, quantize="int8" if args.int8 else None, buckets=Buckets((args.batch_size,)))
-    each = model.transcribe_each(args.files)
+    each = model.transcribe_each(args.files, **decoding_arguments(args))
     while True:
         with native_stderr_silenced():
             result = next(each, None)
