@@ -98,7 +98,7 @@ class FreeEncoder(Encoder):
     the lengths the network would give, so everything around the model runs as it does with a real one."""
 
     @torch.inference_mode()
-    def _run(self, features: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
+    def _run(self, features: np.ndarray, lengths: np.ndarray, scored: list[bool] | None = None) -> list[np.ndarray]:
         frames = self.network.encoder.output_lengths(torch.from_numpy(lengths)).tolist()
         return [np.full(count, self.network.config.blank_id, np.int32) for count in frames]
 

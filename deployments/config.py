@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import torch
 
 from model import checkpoint
+from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS
 from pipeline.resources import DEVICES
@@ -50,6 +52,14 @@ class AppConfig:
     # ingress's node; none at all: every client is let in.
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     api_key_file: str | None = None  # keys one a line, read on the ingress's node
+    # Decoding (model.decoding.DecodingOptions): hotwords every request gets, beside its own `hotwords` and
+    # `prompt`; the beam size of requests that name none (None: greedy, or 4 with hotwords); a KenLM word LM on
+    # the ingress's node, scoring every CTC request's beam search.
+    hotwords: tuple[str, ...] = ()
+    beam_size: int | None = None
+    lm_path: str | None = None
+    lm_alpha: float = DecodingOptions.lm_alpha
+    lm_beta: float = DecodingOptions.lm_beta
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -59,6 +69,8 @@ class AppConfig:
         object.__setattr__(self, "batch_sizes", tuple(self.batch_sizes))
         object.__setattr__(self, "frame_counts", tuple(self.frame_counts))
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
+        object.__setattr__(self, "hotwords", tuple(self.hotwords))
+        self.decoding()  # raises HotwordError (a ValueError) for bad hotwords, ValueError for a bad beam size
         for name in ("max_upload_mb", "max_audio_seconds", "max_stream_seconds", "ingress_replicas"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -85,6 +97,17 @@ class AppConfig:
 
     def compiles_on(self, device: str) -> bool:
         return self.compile if self.compile is not None else device == "cuda"
+
+    def decoding(self, hotwords: Iterable[str] = (), beam_size: int | None = None) -> DecodingOptions:
+        """A request's decoding options: the deployment's hotwords and the request's (whose weights win), the
+        request's beam size or the deployment's."""
+        return decoding_options(
+            [*self.hotwords, *hotwords],
+            beam_size if beam_size is not None else self.beam_size,
+            self.lm_path,
+            self.lm_alpha,
+            self.lm_beta,
+        )
 
     def cpu_threads(self) -> int:
         return self.encoder_threads or os.cpu_count() or 1

@@ -76,29 +76,38 @@ class EncoderDeployment:
         self._encode_batch.set_max_batch_size(batching.max_batch_size or self.encoder.buckets.max_batch_size)
         self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
-    async def encode(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
+    async def encode(
+        self, requests: list[list[np.ndarray]], scored: list[bool] | None = None
+    ) -> list[list[np.ndarray] | Exception]:
         """Requests' feature windows (an ingress replica sends those that queued together in one call) -> each
-        request's encoder outputs, or the exception its windows raised; all calls' requests share batches."""
+        request's encoder outputs (CTC frame scores for the requests `scored` marks: their decoding searches), or
+        the exception its windows raised; all calls' requests share batches."""
         queued = time.monotonic()
-        return await asyncio.gather(*(self._encode_request(queued, windows) for windows in requests))
+        scored = scored or [False] * len(requests)
+        return await asyncio.gather(*(self._encode_request(queued, *request) for request in zip(requests, scored)))
 
-    async def _encode_request(self, queued: float, windows: list[np.ndarray]) -> list[np.ndarray] | Exception:
+    async def _encode_request(
+        self, queued: float, windows: list[np.ndarray], scored: bool
+    ) -> list[np.ndarray] | Exception:
         try:
             for features in windows:
                 self.encoder.check(features)  # a bad window fails its request alone, before it joins a batch
         except ValueError as err:
             return err
-        return await self._encode_batch((queued, windows))
+        return await self._encode_batch((queued, windows, scored))
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def _encode_batch(self, items: list[tuple[float, list[np.ndarray]]]) -> list[list[np.ndarray] | Exception]:
+    async def _encode_batch(
+        self, items: list[tuple[float, list[np.ndarray], bool]]
+    ) -> list[list[np.ndarray] | Exception]:
         started = time.monotonic()
-        requests = [windows for _, windows in items]
-        for queued, _ in items:
+        requests = [windows for _, windows, _ in items]
+        for queued, _, _ in items:
             self.queue_wait.observe(started - queued)
         windows = [window for request in requests for window in request]
         for group, _ in self.encoder.plan(windows):
             self.batch_size.observe(len(group))
         self.fill_ratio.observe(self.encoder.fill_ratio(windows))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, requests)
+        scored = [flag for _, _, flag in items]
+        return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, requests, scored)

@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations`: FastAPI reads the route signatures' types at run time.
 import asyncio
+import functools
 import time
 from dataclasses import asdict
 from typing import Any
@@ -22,10 +23,12 @@ from deployments import realtime
 from deployments.auth import ApiKeys, collect_keys, is_key_protocol
 from deployments.config import DECODER_BATCHING, AppConfig, Batching
 from model.audio import SAMPLE_RATE, AudioError, AudioTooLongError, PCMStream, UnsupportedFormatError
-from model.decoding import Transcript
+from model.biasing import HotwordError, prompt_hotwords
+from model.decoding import GREEDY, DecodingOptions, Transcript
 from model.stages import Decoder, FeaturizedAudio, Featurizer
 from model.windows import Window
 from pipeline.formats import render, usage, verbose_json
+from pipeline.options import split_hotwords
 from pipeline.streaming import Committer, Stream, StreamError
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -171,22 +174,39 @@ class Transcriber:
         self._decode_batch.set_max_batch_size(batching.max_batch_size or DECODER_BATCHING.max_batch_size)
         self._decode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
 
-    async def encode(self, windows: list[np.ndarray]) -> list[np.ndarray]:
-        """One request's feature windows -> their encoder outputs."""
+    def decoding(self, hotwords: list[str], beam_size: int | None = None, prompt: str | None = None) -> DecodingOptions:
+        """A request's decoding options: the deployment's and its own hotwords, its prompt's uncommon words; raises
+        RequestError (400) naming a bad hotword or beam size."""
+        phrases = [*hotwords, *(hotword.phrase for hotword in prompt_hotwords(prompt or "", self.decoder.tokenizer))]
+        try:
+            options = self.config.decoding(phrases, beam_size)
+            self.decoder.check(options)
+        except HotwordError as err:
+            raise RequestError(400, str(err), "invalid_hotwords") from None
+        except ValueError as err:
+            raise RequestError(400, str(err)) from None
+        return options
+
+    async def encode(self, windows: list[np.ndarray], scored: bool = False) -> list[np.ndarray]:
+        """One request's feature windows -> their encoder outputs (frame scores when `scored`: model.beam)."""
         if not windows:
             return []
-        encoded = await self._send_to_encoder(windows)
+        encoded = await self._send_to_encoder((windows, scored))
         if isinstance(encoded, Exception):
             raise encoded
         return encoded
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, max_concurrent_batches=ENCODER_CALLS_IN_FLIGHT)
-    async def _send_to_encoder(self, requests: list[list[np.ndarray]]) -> list[list[np.ndarray] | Exception]:
+    async def _send_to_encoder(
+        self, requests: list[tuple[list[np.ndarray], bool]]
+    ) -> list[list[np.ndarray] | Exception]:
         """The windows of the requests that queued here while earlier calls were out, in one Encoder call."""
-        return await call_stage(self.encoder.encode, requests)
+        return await call_stage(
+            self.encoder.encode, [windows for windows, _ in requests], [scored for _, scored in requests]
+        )
 
-    async def encode_window(self, features: np.ndarray) -> np.ndarray:
-        return (await self.encode([features]))[0]
+    async def encode_window(self, features: np.ndarray, scored: bool = False) -> np.ndarray:
+        return (await self.encode([features], scored))[0]
 
     async def featurize(self, audio: bytes | np.ndarray, sample_rate: int, name: str) -> FeaturizedAudio:
         """Raises AudioError, its message starting with `name`, for audio that cannot be decoded (AudioTooLongError
@@ -194,21 +214,33 @@ class Transcriber:
         return await asyncio.to_thread(self.featurizer, audio, sample_rate, name, self.config.max_audio_seconds)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
-    async def _decode_batch(self, utterances: list[tuple[list[Window], list[np.ndarray], float]]) -> list[Transcript]:
+    async def _decode_batch(
+        self, utterances: list[tuple[list[Window], list[np.ndarray], float, DecodingOptions]]
+    ) -> list[Transcript]:
         """Concurrent requests' encoder outputs decoded together (a transducer's greedy loop runs them as one batch)."""
-        return await asyncio.to_thread(self.decoder.decode_many, utterances)
+        return await asyncio.to_thread(
+            self.decoder.decode_many,
+            [utterance[:3] for utterance in utterances],
+            [utterance[3] for utterance in utterances],
+        )
 
     async def transcribe(
-        self, audio: bytes | np.ndarray, sample_rate: int = SAMPLE_RATE, name: str = "audio"
+        self,
+        audio: bytes | np.ndarray,
+        sample_rate: int = SAMPLE_RATE,
+        name: str = "audio",
+        options: DecodingOptions = GREEDY,
     ) -> Transcript:
-        """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript.
+        """Encoded audio bytes, or a float waveform at `sample_rate` -> Transcript, decoded with `options` (the
+        handle API's; HTTP requests get theirs from `decoding`).
 
         Raises AudioError, its message starting with `name`, for audio that cannot be decoded, and
         StageUnavailableError when the Encoder's replicas keep dying under the request."""
         started = time.monotonic()
+        self.decoder.check(options)
         featurized = await self.featurize(audio, sample_rate, name)
-        encoded = await self.encode(featurized.features)
-        transcript = await self._decode_batch((featurized.windows, encoded, featurized.duration))
+        encoded = await self.encode(featurized.features, options.searches)
+        transcript = await self._decode_batch((featurized.windows, encoded, featurized.duration, options))
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
             self.rtfx.observe(transcript.duration / (time.monotonic() - started))
@@ -226,8 +258,12 @@ class Transcriber:
             None, alias="timestamp_granularities[]", description="word and/or segment (default segment); verbose_json"
         ),
         language: str | None = Form(None, description="accepted and ignored"),
-        prompt: str | None = Form(None, description="accepted and ignored"),
-        temperature: float | None = Form(None, description="accepted and ignored: decoding is greedy"),
+        prompt: str | None = Form(None, description="its words, less the most common ones, become hotwords"),
+        hotwords: list[str] | None = Form(
+            None, description="phrases to recognise, comma-separated (or repeated), each optionally PHRASE:WEIGHT"
+        ),
+        beam_size: int | None = Form(None, description="beam search width, 1-16 (default: 1, greedy; 4 with hotwords)"),
+        temperature: float | None = Form(None, description="accepted and ignored: decoding is greedy or a beam"),
         stream: bool = Form(False, description="server-sent events: the text of each window as soon as it is decoded"),
         stream_format: str = Form(
             "openai", description="openai: transcript.text.delta/done events | parakeet: final events with words"
@@ -235,6 +271,7 @@ class Transcriber:
     ) -> Response:
         form = await request.form()
         granularities = check_form(form, response_format, stream, stream_format)
+        options = self.decoding(split_hotwords(hotwords or ()), beam_size, prompt)
         data = await file.read()
         if len(data) > self.config.max_upload_bytes:
             raise RequestError(
@@ -242,8 +279,8 @@ class Transcriber:
             )
         try:
             if stream:
-                return await self.stream_upload(data, file.filename or "file", stream_format)
-            transcript = await self.transcribe(data, name=file.filename or "file")
+                return await self.stream_upload(data, file.filename or "file", stream_format, options)
+            transcript = await self.transcribe(data, name=file.filename or "file", options=options)
         except UnsupportedFormatError as err:
             raise RequestError(415, str(err), "unsupported_format") from None
         except AudioTooLongError as err:
@@ -268,13 +305,15 @@ class Transcriber:
             "unsupported_route",
         )
 
-    async def stream_upload(self, data: bytes, name: str, stream_format: str) -> StreamingResponse:
+    async def stream_upload(
+        self, data: bytes, name: str, stream_format: str, options: DecodingOptions
+    ) -> StreamingResponse:
         """Featurize the whole upload (so bad audio still gets its 4xx), then stream its windows' words."""
         featurized = await self.featurize(data, SAMPLE_RATE, name)
         events = realtime.upload_events(
             featurized,
-            Committer(self.decoder),
-            self.encode_window,
+            Committer(self.decoder, options),
+            functools.partial(self.encode_window, scored=options.searches),
             in_flight=self.config.buckets.max_batch_size,
             openai=stream_format == "openai",
         )
@@ -291,7 +330,8 @@ class Transcriber:
         # Browsers fail a handshake that offered subprotocols when none is chosen: choose one that holds no key.
         await websocket.accept(next((p for p in offered if not is_key_protocol(p)), None))
         try:
-            sample_rate, settings = realtime.parse_query(websocket.query_params)
+            sample_rate, settings, hotwords, beam_size = realtime.parse_query(websocket.query_params)
+            options = self.decoding(hotwords, beam_size)
             pcm = PCMStream(sample_rate)
             stream = Stream(
                 self.featurizer,
@@ -299,14 +339,19 @@ class Transcriber:
                 settings,
                 self.config.stream_max_backlog_s,
                 self.config.max_stream_seconds,
+                options,
             )
+        except RequestError as err:
+            await realtime.close_with_error(websocket, err.message, realtime.CLIENT_ERROR)
+            return
         except (StreamError, AudioError) as err:
             await realtime.close_with_error(websocket, str(err), realtime.CLIENT_ERROR)
             return
         self.live_streams += 1
         self.live_streams_gauge.set(self.live_streams)
         try:
-            await realtime.run_session(websocket, stream, pcm, self.encode_window, self.config.stream_idle_timeout_s)
+            encode = functools.partial(self.encode_window, scored=options.searches)
+            await realtime.run_session(websocket, stream, pcm, encode, self.config.stream_idle_timeout_s)
         finally:
             self.live_streams -= 1
             self.live_streams_gauge.set(self.live_streams)

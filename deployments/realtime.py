@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from model.audio import SAMPLE_RATE, AudioError, PCMStream
 from model.stages import NOTHING_ENCODED, FeaturizedAudio
+from pipeline.options import split_hotwords
 from pipeline.streaming import Committer, Event, Stream, StreamError, StreamSettings
 
 logger = logging.getLogger("ray.serve")
@@ -28,14 +29,20 @@ Encode = Callable[[np.ndarray], Awaitable[np.ndarray]]
 CLIENT_ERROR = 1008  # WebSocket close code "policy violation": bad parameters, frames or pace
 SERVER_ERROR = 1011  # WebSocket close code "internal error"
 END_MESSAGE = '{"type": "end"}'
+DECODING_PARAMETERS = ("hotwords", "beam_size")  # hotwords: comma-separated, each optionally PHRASE:WEIGHT
 
 
-def parse_query(params: Mapping[str, str]) -> tuple[int, StreamSettings]:
-    """/v1/realtime's query parameters -> (sample rate, settings); StreamError names a bad or unknown one."""
+def parse_query(params: Mapping[str, str]) -> tuple[int, StreamSettings, list[str], int | None]:
+    """/v1/realtime's query parameters -> (sample rate, settings, hotword phrases, beam size or None); StreamError
+    names a bad or unknown one."""
     defaults = {"sample_rate": SAMPLE_RATE, **dataclasses.asdict(StreamSettings())}
-    unknown = sorted(set(params) - set(defaults))
+    unknown = sorted(set(params) - set(defaults) - set(DECODING_PARAMETERS))
     if unknown:
-        raise StreamError(f"unknown query parameter(s) {', '.join(unknown)}; known: {', '.join(defaults)}")
+        known = ", ".join([*defaults, *DECODING_PARAMETERS])
+        raise StreamError(f"unknown query parameter(s) {', '.join(unknown)}; known: {known}")
+    beam_size = params.get("beam_size")
+    if beam_size is not None and not beam_size.isdigit():
+        raise StreamError(f"beam_size must be an integer, got {beam_size!r}")
     values = {}
     for name, default in defaults.items():
         kind = type(default)
@@ -45,7 +52,8 @@ def parse_query(params: Mapping[str, str]) -> tuple[int, StreamSettings]:
             raise StreamError(
                 f"{name} must be {'an integer' if kind is int else 'a number'}, got {params[name]!r}"
             ) from None
-    return values.pop("sample_rate"), StreamSettings(**values)
+    hotwords = split_hotwords([params.get("hotwords")])
+    return values.pop("sample_rate"), StreamSettings(**values), hotwords, beam_size and int(beam_size)
 
 
 def check_end(text: str) -> None:

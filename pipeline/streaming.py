@@ -23,7 +23,7 @@ import numpy as np
 
 from model.audio import SAMPLE_RATE
 from model.config import FrameTiming
-from model.decoding import TokenSpan
+from model.decoding import GREEDY, DecodingOptions, TokenSpan
 from model.stages import NOTHING_ENCODED, Decoder, Featurizer
 from model.windows import Window
 
@@ -85,15 +85,16 @@ class Committer:
 
     A word is final once the next word has begun, so a word whose pieces straddle two steps is sent whole."""
 
-    def __init__(self, decoder: Decoder) -> None:
+    def __init__(self, decoder: Decoder, options: DecodingOptions = GREEDY) -> None:
         self.decoder = decoder
+        self.options = options
         self.committed: list[TokenSpan] = []
         self.sent = 0  # committed tokens already in final events
 
     def commit(self, window: Window, encoded: np.ndarray) -> tuple[Event | None, str]:
         """A window's encoder output -> a final event for the words it completes (or None), and the partial text:
         the committed tokens not yet final and those after the committed part."""
-        spans = self.decoder.spans(window, encoded)
+        spans = self.decoder.spans(window, encoded, self.options)
         self.committed += self.decoder.join(self.committed, spans, window)
         if window.keep_end == math.inf:
             final = self._final(len(self.committed))
@@ -130,13 +131,14 @@ class Stream:
         settings: StreamSettings,
         max_backlog_seconds: float = math.inf,
         max_seconds: float = math.inf,
+        options: DecodingOptions = GREEDY,
     ) -> None:
         self.frame_samples = featurizer.timing.samples
         settings.check(featurizer.timing, featurizer.window_samples / SAMPLE_RATE)
         self.chunk, self.left, self.ahead = settings.frames(featurizer.timing)
         self.max_chunks = (featurizer.window_samples // self.frame_samples - self.left - self.ahead) // self.chunk
         self.featurizer = featurizer
-        self.committer = Committer(decoder)
+        self.committer = Committer(decoder, options)
         self.max_backlog_samples = max_backlog_seconds * SAMPLE_RATE
         self.max_samples = max_seconds * SAMPLE_RATE
         self.pieces: list[np.ndarray] = []  # the audio still needed, joined only when a window is cut from it

@@ -7,6 +7,7 @@ import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -73,13 +74,13 @@ def check_consistent(events: list[dict]) -> None:
     assert starts == sorted(starts) and len(set(starts)) == len(starts)
 
 
-def offline(audio: np.ndarray) -> dict:
+def offline(audio: np.ndarray, **fields: str) -> dict:
     buffer = io.BytesIO()
     soundfile.write(buffer, audio, 16000, format="FLAC")
     answer = requests.post(
         f"{URL}/v1/audio/transcriptions",
         files={"file": ("long.flac", buffer.getvalue())},
-        data={"response_format": "verbose_json", "timestamp_granularities[]": "word"},
+        data={"response_format": "verbose_json", "timestamp_granularities[]": "word", **fields},
         timeout=300,
     )
     return answer.json()
@@ -252,3 +253,23 @@ def test_the_stream_command_prints_the_events(app, long_recording: np.ndarray, t
     assert capsys.readouterr().out.strip() == events[-1]["text"]
     assert main(["stream", str(path), "--url", REALTIME, "--chunk-seconds", "0"]) == 1
     assert "chunk_seconds must be at least one encoder frame" in capsys.readouterr().err
+
+
+def test_hotwords_bias_a_stream_as_they_bias_the_upload(app, unseen_speech, long_recording: np.ndarray) -> None:
+    """`?hotwords=` on a stream with the offline windows gives the upload's biased transcript word for word; the
+    hotwords (the words the plain transcript missed) bring it closer to what was said."""
+    said = " ".join(unseen_speech[0][:24])
+    plain = offline(long_recording)
+    missed = [word for word in dict.fromkeys(said.split()) if word not in plain["text"].split()]
+    biased = offline(long_recording, hotwords=",".join(missed))
+    assert word_error_rate([said], [biased["text"]]) < word_error_rate([said], [plain["text"]])
+    url = f"{REALTIME}?{urlencode({'hotwords': ','.join(missed)})}"
+
+    async def collect() -> list[dict]:
+        return [event async for _, event in stream_audio(realtime_url(url, OFFLINE_WINDOWS), long_recording, 8.0)]
+
+    events = asyncio.run(collect())
+    check_consistent(events)
+    assert words_of(events) == biased["words"]
+    events, code, _ = session(f"{REALTIME}?hotwords=z%C3%BCrich")
+    assert events[0]["message"] == "hotword 'zürich': the model cannot spell 'ü'" and code == 1008

@@ -14,6 +14,8 @@ import soundfile
 import yaml
 
 from model import load_model
+from model.biasing import COMMON_WORDS
+from model.decoding import decoding_options
 from pipeline.formats import render, verbose_json
 from recipe.metrics import word_error_rate
 from recipe.synthesize import back_to_back
@@ -295,3 +297,40 @@ def test_unknown_routes_answer_in_openais_error_shape(app) -> None:
     assert answer.status_code == 404 and set(answer.json()["error"]) == {"message", "type", "param", "code"}
     answer = requests.get(f"{URL}/v1/audio/transcriptions", timeout=10)
     assert answer.status_code == 405 and answer.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_hotwords_and_prompt_bias_the_transcript(app, model, unseen_speech) -> None:
+    """The words greedy decoding missed, sent as `hotwords` or inside a `prompt`, decode as model.transcribe with
+    those hotwords decodes them; and the handle API takes DecodingOptions."""
+    texts, audios = unseen_speech
+    greedy = [transcript.text for transcript in model.transcribe(audios)]
+    changed = 0
+    for text, audio, plain in zip(texts, audios, greedy):
+        missed = [word for word in text.split() if word not in plain.split() and word not in COMMON_WORDS]
+        if not missed:
+            continue
+        expected = model.transcribe(audio, hotwords=missed)[0].text
+        assert post(flac_bytes(audio), hotwords=",".join(missed)).json()["text"] == expected
+        assert post(flac_bytes(audio), prompt=f"About {' and '.join(missed)}.").json()["text"] == expected
+        changed += expected != plain
+    assert changed >= 3
+    options = decoding_options(["rabbit:2"], beam_size=8)
+    assert (
+        app.transcribe.remote(audios[0], 16000, options=options).result()
+        == model.transcribe(audios[0], hotwords=["rabbit:2"], beam_size=8)[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "fields, code, message",
+    [
+        ({"hotwords": "zürich"}, "invalid_hotwords", "hotword 'zürich': the model cannot spell 'ü'"),
+        ({"hotwords": "rabbit:20"}, "invalid_hotwords", "hotword 'rabbit:20': weight must be in (0, 10], got 20"),
+        ({"hotwords": ",".join(f"w{i}" for i in range(101))}, "invalid_hotwords", "101 hotwords given; at most 100"),
+        ({"beam_size": "99"}, "invalid_request", "beam_size must be an integer from 1 to 16, got 99"),
+    ],
+)
+def test_bad_hotwords_get_400(app, unseen_speech, fields: dict, code: str, message: str) -> None:
+    answer = post(flac_bytes(unseen_speech[1][0]), **fields)
+    assert answer.status_code == 400 and answer.json()["error"]["code"] == code
+    assert answer.json()["error"]["message"] == message
