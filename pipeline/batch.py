@@ -6,7 +6,8 @@
 read_parquet -> featurize (CPU tasks) -> encode (an autoscaling pool of GPU or CPU actors, fixed-shape buckets)
 -> decode (CPU tasks; a transducer's greedy loop runs here, batched over a task's rows) -> write_parquet. Every
 input row gives exactly one output row: one that cannot be transcribed carries its `error`. Re-running with the
-same --output skips the ids already written there.
+same --output skips the ids already written there. --hotwords bias every row's decoding, --hotwords-column names
+a column of each row's own (a list of phrases, or one comma-separated string), added to them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ import pyarrow.parquet as pq
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource
+from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS, Window
+from pipeline.options import add_decoding_arguments, decoding_arguments, split_hotwords
 from pipeline.resources import DEVICES, encoder_resources, resolve_device, start_ray
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
@@ -54,9 +57,23 @@ class BatchConfig:
     context_seconds: float = DEFAULT_CONTEXT_SECONDS
     max_duration: float = 3600.0  # seconds; a longer row gets an error, found from its header before decoding
     rows_per_file: int = 1000  # most rows an output file holds (the last ones of a run fewer): what a kill can lose
+    # Decoding (model.decoding.DecodingOptions): every row's hotwords, and a column of each row's own.
+    hotwords: tuple[str, ...] = ()
+    hotwords_column: str | None = None
+    beam_size: int | None = None
+    lm: str | None = None
+    lm_alpha: float = DecodingOptions.lm_alpha
+    lm_beta: float = DecodingOptions.lm_beta
 
     def __post_init__(self) -> None:
         Buckets(tuple(self.batch_sizes), tuple(self.frame_counts))  # validates them before any work starts
+        object.__setattr__(self, "hotwords", tuple(self.hotwords))
+        self.decoding()  # raises HotwordError (a ValueError) for hotwords out of bounds
+
+    def decoding(self, row_hotwords: str = "") -> DecodingOptions:
+        """A row's decoding options: the job's hotwords and the row's own (comma-separated)."""
+        phrases = [*self.hotwords, *split_hotwords([row_hotwords])]
+        return decoding_options(phrases, self.beam_size, self.lm, self.lm_alpha, self.lm_beta)
 
     @property
     def buckets(self) -> Buckets:
@@ -98,22 +115,41 @@ def featurize_rows(batch: pa.Table, config: BatchConfig) -> dict[str, np.ndarray
     """Decode and featurize each row; a row that fails keeps its error and no windows."""
     featurizer = _featurizer(config)
     ids = batch.column(config.id_column).to_pylist()
-    columns: dict[str, list] = {"id": ids, "duration": [], "error": [], "features": [], "windows": []}
-    for row_id, cell in zip(ids, batch.column(config.audio_column).to_pylist()):
-        features, windows, duration, error = _featurize_row(featurizer, config, f"row {row_id!r}", cell)
+    columns: dict[str, list] = {"id": ids, "duration": [], "error": [], "features": [], "windows": [], "hotwords": []}
+    row_hotwords = batch.column(config.hotwords_column).to_pylist() if config.hotwords_column else [None] * len(ids)
+    for row_id, cell, hotwords in zip(ids, batch.column(config.audio_column).to_pylist(), row_hotwords):
+        name = f"row {row_id!r}"
+        phrases, error = _row_hotwords(config, name, hotwords)
+        if error:  # the row's answer is its error: nothing to featurize
+            (features, windows), duration = _no_windows(featurizer), 0.0
+        else:
+            features, windows, duration, error = _featurize_row(featurizer, config, name, cell)
         columns["features"].append(features)
         columns["windows"].append(windows)
         columns["duration"].append(duration)
         columns["error"].append(error)
+        columns["hotwords"].append(phrases)  # one string for the stages after: a row's options are decoding(it)
     return {column: _column(values) for column, values in columns.items()}
+
+
+def _row_hotwords(config: BatchConfig, name: str, cell: Any) -> tuple[str, str]:
+    """A row's hotwords cell (None, a list of phrases or one comma-separated string) -> (its phrases joined by
+    commas, NO_ERROR), or ("", the row's error) when they cannot be used."""
+    if cell is not None and not (isinstance(cell, str) or all(isinstance(item, str) for item in cell)):
+        return "", f"{name}: {config.hotwords_column} must hold a list of strings or a string, got {cell!r}"
+    phrases = ",".join(split_hotwords([cell] if isinstance(cell, str) else cell or []))
+    try:
+        _decoder(config.model)[0].check(config.decoding(phrases))
+    except ValueError as err:
+        return "", f"{name}: {err}"
+    return phrases, NO_ERROR
 
 
 def _featurize_row(
     featurizer: Featurizer, config: BatchConfig, name: str, cell: Any
 ) -> tuple[np.ndarray, np.ndarray, float, str]:
     """(all windows' features concatenated, the (windows, 4) layout, duration, error or NO_ERROR) of one row."""
-    no_features = np.zeros((0, featurizer.features.config.feature_size), np.float32)
-    no_windows = np.zeros((0, len(WINDOW_FIELDS)), np.float64)
+    no_features, no_windows = _no_windows(featurizer)
     try:
         audio = featurizer(audio_source(cell, name), SAMPLE_RATE, name, max_seconds=config.max_duration)
     except Exception as err:  # any failure is this row's answer, never the job's end
@@ -122,6 +158,11 @@ def _featurize_row(
         return no_features, no_windows, audio.duration, NO_ERROR
     layout = [(w.offset, w.keep_start, w.keep_end, len(f)) for w, f in zip(audio.windows, audio.features)]
     return np.concatenate(audio.features), np.array(layout, np.float64), audio.duration, NO_ERROR
+
+
+def _no_windows(featurizer: Featurizer) -> tuple[np.ndarray, np.ndarray]:
+    """The features and window layout of a row with nothing to encode."""
+    return np.zeros((0, featurizer.features.config.feature_size), np.float32), np.zeros((0, len(WINDOW_FIELDS)))
 
 
 def _column(values: list) -> np.ndarray:
@@ -137,6 +178,7 @@ class EncodeRows:
     """An encoder actor: all windows of a batch of rows, sorted by length into the fixed-shape buckets."""
 
     def __init__(self, config: BatchConfig, device: str) -> None:
+        self.config = config
         self.encoder = self.load_encoder(config, device)
         if self.encoder.fixed_shapes:
             self.encoder.warm_up()
@@ -153,7 +195,8 @@ class EncodeRows:
         ]
         errors = list(batch["error"])
         per_row: list[list[np.ndarray]] = []
-        for row, outputs in enumerate(self.encoder.encode_isolating_failures(rows)):
+        scored = [self.config.decoding(hotwords).searches for hotwords in batch["hotwords"]]
+        for row, outputs in enumerate(self.encoder.encode_isolating_failures(rows, scored)):
             if isinstance(outputs, Exception):
                 errors[row] = errors[row] or f"row {batch['id'][row]!r}: encoder failed: {outputs!r}"
                 outputs = []
@@ -164,6 +207,7 @@ class EncodeRows:
             "duration": batch["duration"],
             "error": _column(errors),
             "windows": batch["windows"],
+            "hotwords": batch["hotwords"],
             "encoded": _column([np.concatenate(outputs) if outputs else np.zeros(0, np.int32) for outputs in per_row]),
             "encoded_lengths": _column([np.array([len(o) for o in outputs], np.int64) for outputs in per_row]),
         }
@@ -192,7 +236,8 @@ def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
         utterances.append((windows, outputs if windows else [], float(batch["duration"][row])))
     texts: list[str | None] = [None] * len(batch["error"])
     words: list[list[dict]] = [[] for _ in texts]
-    for row, transcript in zip(good, decoder.decode_many(utterances)):
+    options = [config.decoding(batch["hotwords"][row]) for row in good]
+    for row, transcript in zip(good, decoder.decode_many(utterances, options)):
         texts[row] = transcript.text
         words[row] = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
     ids = pa.array(list(batch["id"]))
@@ -246,8 +291,12 @@ def check_input(config: BatchConfig) -> int:
     try:
         source = pads.dataset(config.input, format="parquet")
         names = source.schema.names
-        for option, column in (("--audio-column", config.audio_column), ("--id-column", config.id_column)):
-            if column not in names:
+        for option, column in (
+            ("--audio-column", config.audio_column),
+            ("--id-column", config.id_column),
+            ("--hotwords-column", config.hotwords_column),
+        ):
+            if column is not None and column not in names:
                 raise ValueError(f"{config.input} has no column {column!r} ({option}); its columns: {', '.join(names)}")
         ids = source.to_table(columns=[config.id_column]).column(config.id_column)
     except (OSError, pa.ArrowException) as err:  # FileNotFoundError, a file that is not parquet, a bad URI
@@ -272,9 +321,11 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     import ray
 
     check_input(config)
+    _decoder(config.model)[0].check(config.decoding())  # the job's own hotwords, before Ray starts
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
-    dataset = ray.data.read_parquet(config.input).select_columns([config.id_column, config.audio_column])
+    columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]
+    dataset = ray.data.read_parquet(config.input).select_columns(columns)
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
@@ -339,6 +390,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name, kind, text in OPTIONS:
         parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=default[name], help=text)
+    parser.add_argument("--hotwords-column", help="a column of each row's own hotwords (list, or comma-separated)")
+    add_decoding_arguments(parser)
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -365,7 +418,8 @@ OPTIONS = [
 
 
 def config_from_args(args: argparse.Namespace) -> BatchConfig:
-    return BatchConfig(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BatchConfig)})
+    values = {**vars(args), **decoding_arguments(args)}
+    return BatchConfig(**{field.name: values[field.name] for field in dataclasses.fields(BatchConfig)})
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -325,3 +325,29 @@ def _complete(path: Path) -> bool:
     except (pa.ArrowInvalid, OSError):
         return False
     return True
+
+
+def test_hotwords_of_the_job_and_of_each_row(local_ray, unseen_speech, tmp_path):
+    """--hotwords bias every row, --hotwords-column adds each row's own; a row whose hotwords cannot be spelled
+    gets its error; every row's result is model.transcribe's with the same hotwords."""
+    texts, audios = unseen_speech
+    own = [texts[i].split()[-2:] if i % 3 else None for i in range(9)]
+    ids = [f"s{i}" for i in range(9)] + ["bad"]
+    cells = [flac_bytes(audio) for audio in audios[:9]] + [flac_bytes(audios[9])]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ids, "audio": cells, "terms": own + [["zürich"]]}), path)
+    config = batch.BatchConfig(
+        input=str(path), output=str(tmp_path / "out"), hotwords=("december:2",), hotwords_column="terms"
+    )
+    assert batch.run(config) == {"rows": 10, "errors": 1}
+    rows = read_output(tmp_path / "out")
+    assert rows["bad"]["error"] == "row 'bad': hotword 'zürich': the model cannot spell 'ü'"
+    model = load_model()
+    for i in range(9):
+        transcript = model.transcribe(audios[i], hotwords=["december:2", *(own[i] or [])])[0]
+        words = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
+        assert (rows[f"s{i}"]["text"], rows[f"s{i}"]["words"]) == (transcript.text, words)
+    with pytest.raises(ValueError, match="weight must be in"):
+        batch.BatchConfig(input=str(path), output=str(tmp_path / "x"), hotwords=("december:20",))
+    with pytest.raises(ValueError, match="no column 'missing' \\(--hotwords-column\\)"):
+        batch.check_input(batch.BatchConfig(input=str(path), output=str(tmp_path / "x"), hotwords_column="missing"))

@@ -138,6 +138,26 @@ def test_a_bad_checkpoint_is_one_line(tmp_path) -> None:
     assert len(result.stderr.splitlines()) == 1
 
 
+def test_hotwords_reach_the_model_and_bad_ones_are_one_line(unseen_speech, tmp_path, capsys) -> None:
+    """`--hotwords` (repeatable, comma-separated) and `--beam-size` give what Parakeet.transcribe gives; hotwords
+    the model cannot use, or a language model that is not there, are one error line."""
+    path = tmp_path / "speech.flac"
+    soundfile.write(path, unseen_speech[1][2], 16000)
+    expected = load_model().transcribe(path, hotwords=["enjoy", "princess:2"], beam_size=8)[0]
+    assert main(["transcribe", str(path), "--hotwords", "enjoy", "--hotwords", "princess:2", "--beam-size", "8"]) == 0
+    assert capsys.readouterr().out == render(expected, "text")
+    missing = tmp_path / "none.arpa"
+    for option, message in (
+        (["--hotwords", "zürich"], "parakeet: error: hotword 'zürich': the model cannot spell 'ü'"),
+        (["--hotwords", "a:0"], "parakeet: error: hotword 'a:0': weight must be in (0, 10], got 0"),
+        (["--lm", str(missing)], f"parakeet: error: language model {missing}: no such file"),
+    ):
+        result = parakeet("transcribe", str(path), *option)
+        assert result.returncode == 2 and result.stderr.splitlines() == [message], result.stderr
+    assert main(["batch", "--input", str(path), "--output", str(tmp_path / "out"), "--hotwords", "x:11"]) == 2
+    assert capsys.readouterr().err.strip() == "parakeet: error: hotword 'x:11': weight must be in (0, 10], got 11"
+
+
 def test_batch_bucket_options_reach_the_job_config() -> None:
     args = build_parser().parse_args(
         [
