@@ -53,7 +53,8 @@ def parse_query(params: Mapping[str, str]) -> tuple[int, StreamSettings, list[st
                 f"{name} must be {'an integer' if kind is int else 'a number'}, got {params[name]!r}"
             ) from None
     hotwords = split_hotwords([params.get("hotwords")])
-    return values.pop("sample_rate"), StreamSettings(**values), hotwords, beam_size and int(beam_size)
+    beam = int(beam_size) if beam_size is not None else None
+    return values.pop("sample_rate"), StreamSettings(**values), hotwords, beam
 
 
 def check_end(text: str) -> None:

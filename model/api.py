@@ -7,6 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -75,18 +76,13 @@ class Parakeet:
         return next(self.network.parameters()).device
 
     def transcribe_each(
-        self,
-        inputs: AudioSource | Sequence[AudioSource],
-        sample_rate: int = SAMPLE_RATE,
-        hotwords: Sequence[str | Hotword] = (),
-        beam_size: int | None = None,
-        lm: str | os.PathLike | None = None,
-        lm_alpha: float = DecodingOptions.lm_alpha,
-        lm_beta: float = DecodingOptions.lm_beta,
+        self, inputs: AudioSource | Sequence[AudioSource], sample_rate: int = SAMPLE_RATE, **decoding: Any
     ) -> Iterator[Transcript | AudioError]:
-        """Like `transcribe`, but yields each input's result as soon as it is ready, in order: its Transcript, or
-        the AudioError its audio raised, so one bad input does not stop the others."""
-        options = decoding_options(hotwords, beam_size, lm and os.fspath(lm), lm_alpha, lm_beta)
+        """Like `transcribe` (`decoding`: its hotwords, beam_size, lm, lm_alpha and lm_beta), but yields each input's
+        result as soon as it is ready, in order: its Transcript, or the AudioError its audio raised, so one bad input
+        does not stop the others."""
+        lm = decoding.pop("lm", None)
+        options = decoding_options(lm_path=lm and os.fspath(lm), **decoding)
         return self.pipeline.transcribe_each(
             ((source, source_name(source, index)) for index, source in enumerate(as_inputs(inputs))),
             sample_rate,
@@ -114,7 +110,8 @@ class Parakeet:
         weighted `lm_alpha` * ln P(word) + `lm_beta` per word. Hotwords or a language model search a beam of 4
         unless `beam_size` says otherwise."""
         results = []
-        for result in self.transcribe_each(inputs, sample_rate, hotwords, beam_size, lm, lm_alpha, lm_beta):
+        decoding = {"hotwords": hotwords, "beam_size": beam_size, "lm": lm, "lm_alpha": lm_alpha, "lm_beta": lm_beta}
+        for result in self.transcribe_each(inputs, sample_rate, **decoding):
             if isinstance(result, AudioError):
                 raise result
             results.append(result)
