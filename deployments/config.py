@@ -42,6 +42,7 @@ class AppConfig:
     max_upload_mb: float = 100.0
     max_audio_seconds: float = 3 * 3600.0  # an upload that decodes to longer gets 413, found before it is decoded
     max_stream_seconds: float = 3 * 3600.0  # a /v1/realtime session is closed when its audio runs past this
+    upload_idle_timeout_s: float = 30.0  # a request whose body stops arriving for this long gets 408
     encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: all cores
     # Transcriber (ingress) replicas where the config gives no autoscaling_config (`parakeet serve`): two, so that
     # when one dies the proxy sends new requests to the other while Serve replaces it.
@@ -71,7 +72,13 @@ class AppConfig:
         object.__setattr__(self, "api_keys", tuple(self.api_keys))
         object.__setattr__(self, "hotwords", tuple(self.hotwords))
         self.decoding()  # raises HotwordError (a ValueError) for bad hotwords, ValueError for a bad beam size
-        for name in ("max_upload_mb", "max_audio_seconds", "max_stream_seconds", "ingress_replicas"):
+        for name in (
+            "max_upload_mb",
+            "max_audio_seconds",
+            "max_stream_seconds",
+            "upload_idle_timeout_s",
+            "ingress_replicas",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         Buckets(self.batch_sizes, self.frame_counts)  # raises ValueError for bad buckets

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import realtime
 from deployments.auth import ApiKeys, collect_keys, is_key_protocol
+from deployments.body_timeout import BodyTimeout
 from deployments.config import DECODER_BATCHING, AppConfig, Batching
 from model.audio import SAMPLE_RATE, AudioError, AudioTooLongError, PCMStream, UnsupportedFormatError
 from model.biasing import HotwordError, prompt_hotwords
@@ -94,6 +95,16 @@ async def _admit(request: Request, call_next):
     return await call_next(request)
 
 
+def _stalled(seconds: float) -> JSONResponse:
+    return error_response(408, f"the request body stopped arriving: nothing came for {seconds:g} s", "request_timeout")
+
+
+# Outermost (added after _admit): a stalled upload is answered even while the app waits inside its body.
+app.add_middleware(
+    BodyTimeout, seconds_of=lambda scope: getattr(scope["app"].state, "upload_idle_timeout_s", None), answer=_stalled
+)
+
+
 def check_form(form: FormData, response_format: str, stream: bool, stream_format: str) -> list[str]:
     """Refuse (400) what OpenAI's API would, or what contradicts itself; returns the timestamp granularities.
 
@@ -154,6 +165,7 @@ class Transcriber:
         self.encoder = encoder
         self.config = config
         app.state.max_upload_bytes = config.max_upload_bytes
+        app.state.upload_idle_timeout_s = config.upload_idle_timeout_s
         self.api_keys = app.state.api_keys = ApiKeys(collect_keys(config.api_keys, config.api_key_file))
         self.audio_seconds = Counter("parakeet_audio_seconds_total", description="Seconds of audio transcribed.")
         self.rtfx = Histogram(

@@ -3,6 +3,7 @@ limits, a fuzz test of the audio path), in the library and through the Serve app
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -40,6 +41,7 @@ APP_OPTIONS = {
     "max_upload_mb": 2.0,
     "max_audio_seconds": 600.0,
     "max_stream_seconds": 20.0,
+    "upload_idle_timeout_s": 3.0,
     "api_keys": [KEYS[0]],
 }
 HTTP_MUTANTS = 48
@@ -146,6 +148,54 @@ def test_a_batch_row_over_max_duration_gets_its_error_without_being_decoded(smal
     rows = batch.featurize_rows(table, config)
     assert rows["error"][0] == "row 'long': audio is 3600 s long, over the limit of 600 s"
     assert rows["error"][1] == batch.NO_ERROR and rows["duration"][1] == 60.0
+
+
+# --- slow clients ---
+
+
+def asgi_post(app, chunks: list[bytes], stall: bool) -> list[dict]:
+    """POST `chunks` as a body to an ASGI app (then nothing more, ever, when `stall`) -> the messages it sent."""
+    sent = []
+    more = [True] * (len(chunks) - 1) + [stall]
+    queue = [{"type": "http.request", "body": chunk, "more_body": flag} for chunk, flag in zip(chunks, more)]
+
+    async def receive() -> dict:
+        if queue:
+            return queue.pop(0)
+        await asyncio.sleep(3600)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/upload", "headers": [], "query_string": b""}
+    asyncio.run(asyncio.wait_for(app(scope, receive, send), 10))
+    return sent
+
+
+def test_a_stalled_body_is_answered_408_and_the_app_stops() -> None:
+    from starlette.applications import Starlette
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route
+
+    from deployments.body_timeout import BodyTimeout
+
+    seen = []
+
+    async def upload(request) -> JSONResponse:
+        try:
+            return JSONResponse({"bytes": len(await request.body())})
+        except ClientDisconnect:
+            seen.append("disconnect")
+            raise
+
+    inner = Starlette(routes=[Route("/upload", upload, methods=["POST"])])
+    app = BodyTimeout(inner, lambda scope: 0.3, lambda seconds: PlainTextResponse(f"no body for {seconds} s", 408))
+    sent = asgi_post(app, [b"abc", b"de"], stall=False)
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b'{"bytes":5}'
+    sent = asgi_post(app, [b"abc"], stall=True)
+    assert sent[0]["status"] == 408 and sent[1]["body"] == b"no body for 0.3 s"
+    assert len(sent) == 2 and seen == ["disconnect"]  # the app saw the client go; its own answer was dropped
 
 
 # --- fuzz ---
@@ -266,6 +316,21 @@ def test_a_request_without_a_key_is_refused_before_its_body_is_sent(app) -> None
         )
         answer = raw_answer(connection, b"invalid_api_key")
     assert answer.startswith(b"HTTP/1.1 401") and b'"invalid_api_key"' in answer
+
+
+@pytest.mark.slow
+def test_an_upload_that_stops_arriving_gets_408(app) -> None:
+    with socket.create_connection(("127.0.0.1", PORT), timeout=30) as connection:
+        connection.sendall(
+            b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            + f"Authorization: Bearer {KEYS[0]}\r\n".encode()
+            + b"Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 1000000\r\n\r\n--x\r\n"
+        )
+        started = time.monotonic()
+        answer = raw_answer(connection, b"request_timeout")
+    assert answer.startswith(b"HTTP/1.1 408") and b"nothing came for 3 s" in answer
+    assert time.monotonic() - started < 15
+    assert requests.get(f"{URL}/healthz", timeout=10).json()["status"] == "ok"
 
 
 @pytest.mark.slow
