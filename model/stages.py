@@ -16,6 +16,7 @@ and gives the same text for the same audio, of any length, with accelerator memo
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -306,8 +307,9 @@ class Decoder:
         self.tokenizer = tokenizer
         self.timing = timing
         self.transducer = transducer.eval() if transducer is not None else None
-        self._graphs: dict[tuple, ContextGraph] = {}  # by hotwords: requests often repeat a deployment's list
-        self._lms: dict[tuple, WordLM] = {}
+        # Built once per hotword list (requests often repeat a deployment's) and language model; thread-safe.
+        self._graph = functools.lru_cache(maxsize=GRAPHS_KEPT)(functools.partial(ContextGraph.build, tokenizer))
+        self._lm = functools.lru_cache(maxsize=4)(WordLM)
 
     def check(self, options: DecodingOptions) -> None:
         """Raise HotwordError for hotwords the tokenizer cannot spell, LanguageModelError for a language model that
@@ -316,23 +318,14 @@ class Decoder:
         self.language_model(options)
 
     def context_graph(self, options: DecodingOptions) -> ContextGraph | None:
-        if not options.hotwords:
-            return None
-        if options.hotwords not in self._graphs:
-            if len(self._graphs) >= GRAPHS_KEPT:
-                self._graphs.pop(next(iter(self._graphs)))
-            self._graphs[options.hotwords] = ContextGraph.build(self.tokenizer, options.hotwords)
-        return self._graphs[options.hotwords]
+        return self._graph(options.hotwords) if options.hotwords else None
 
     def language_model(self, options: DecodingOptions) -> WordLM | None:
         if options.lm_path is None:
             return None
         if self.transducer is not None:
             raise LanguageModelError("a word language model scores CTC beam search only; this model is a transducer")
-        key = (options.lm_path, options.lm_alpha, options.lm_beta)
-        if key not in self._lms:
-            self._lms[key] = WordLM(*key)
-        return self._lms[key]
+        return self._lm(options.lm_path, options.lm_alpha, options.lm_beta)
 
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike | None) -> Decoder:
