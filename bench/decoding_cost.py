@@ -7,6 +7,8 @@ The encoder runs once per clip (its output, best ids and frame scores, is kept);
 clips in this process, timed by CPU time. The hotwords are the words greedy decoding missed in each clip (what a
 user who knows the domain would name) and, separately, an unrelated list of names none of the clips contains.
 The language model is a bigram model of the sentence generator's text (written to a temporary ARPA file).
+Last, sentences around rare words: their recall, and the bonus per token each would need to be written, against
+what unrelated names need where they were not said.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from model import Parakeet, load_model
@@ -111,10 +114,35 @@ def main() -> None:
     rare_words(model)
 
 
+def relative_log_probs(model: Parakeet, audio) -> np.ndarray:
+    """(frames, vocab) log-probabilities less each frame's best: 0 on the greedy path, negative elsewhere."""
+    features = torch.from_numpy(model.pipeline.featurizer(audio).features[0])[None]
+    with torch.inference_mode():
+        log_probs = model.network(features, torch.tensor([features.shape[1]]))[0].log_softmax(-1)[0].numpy()
+    return log_probs - log_probs.max(-1, keepdims=True)
+
+
+def spotting_margin(model: Parakeet, relative: np.ndarray, word: str) -> float:
+    """How far below the greedy path, per token, the best CTC alignment of `word` to any stretch of the frames
+    lies (nats): the bonus per token a hotword would need to be written there."""
+    ids, blank = model.tokenizer.encode(word), model.tokenizer.blank_id
+    states = [blank] + [state for token in ids for state in (token, blank)]
+    best, previous = -math.inf, np.full(len(states), -math.inf)
+    for frame in relative:
+        current = np.full(len(states), -math.inf)
+        for s, token in enumerate(states):
+            reach = [previous[s], previous[s - 1] if s else -math.inf, 0.0 if s < 2 else -math.inf]
+            if s > 1 and token != blank and token != states[s - 2]:
+                reach.append(previous[s - 2])
+            current[s] = max(reach) + frame[token]
+        previous, best = current, max(best, current[-1], current[-2])
+    return -best / len(ids)
+
+
 def rare_words(model: Parakeet) -> None:
     """Recall of rare words named as hotwords, in sentences spoken by the training voices."""
     audios = [synthesize(text, SEEN_VOICES[i % len(SEEN_VOICES)]) for i, (text, _) in enumerate(RARE)]
-    print(f"\n{len(RARE)} sentences around rare words; recall of the word, and what the model wrote")
+    print(f"\n{len(RARE)} sentences around rare words; recall of the word, and what the model wrote\n")
     print("| decoding | recall | transcripts |")
     print("|---|---|---|")
     for name, weight, beam in (("greedy", None, 1), ("hotword, beam 4", "", 4), ("hotword:10, beam 8", ":10", 8)):
@@ -124,6 +152,15 @@ def rare_words(model: Parakeet) -> None:
         ]
         found = sum(word in text.split() for text, (_, word) in zip(texts, RARE))
         print(f"| {name} | {found}/{len(RARE)} | {'; '.join(texts[:4])}; ... |")
+    # Could any bonus write the rare words without writing unrelated ones where they were not said? Compare the
+    # bonus each needs where it was said with what the closest unrelated name needs in sentences without it.
+    said = [spotting_margin(model, relative_log_probs(model, a), w) for a, (_, w) in zip(audios, RARE)]
+    _, others = unseen_speech(12)
+    unsaid = [min(spotting_margin(model, relative_log_probs(model, a), w) for w in UNRELATED) for a in others]
+    print(
+        f"\nbonus per token needed (nats): the rare word where it was said {min(said):.1f}-{max(said):.1f}; "
+        f"the closest unrelated name in 12 unseen sentences without it {min(unsaid):.1f}-{max(unsaid):.1f}"
+    )
 
 
 if __name__ == "__main__":
