@@ -97,8 +97,8 @@ class ContextNode:
 @dataclass(frozen=True)
 class ContextState:
     """Where a hypothesis stands in the trie: its node, the reward its unfinished match has earned so far, and
-    whether a whole phrase has just been spelled (its reward stays if the next token starts a word, or at the end;
-    a token that goes on with the word takes it back: "enjoy" is not "enjoyed")."""
+    whether a whole phrase has just been spelled (its reward stays if the next token starts a word or is
+    punctuation, or at the end; a token that goes on with the word takes it back: "enjoy" is not "enjoyed")."""
 
     node: ContextNode
     pending: float = 0.0
@@ -118,8 +118,11 @@ class ContextGraph:
                 node.weight = max(node.weight, weight)
             node.complete = True
         self.start = ContextState(self.root)
-        self.starts_word = tokenizer.starts_word
-        self.word_starts = [tokenizer.starts_word(token) for token in range(tokenizer.vocab_size)]
+        # Tokens that end the word before them: a new word, or punctuation ("Kowalski," keeps its reward).
+        self.ends_word = [
+            tokenizer.starts_word(token) or not tokenizer.piece(token)[:1].isalnum()
+            for token in range(tokenizer.vocab_size)
+        ]
 
     @classmethod
     def build(cls, tokenizer: Tokenizer, hotwords: Iterable[Hotword]) -> ContextGraph:
@@ -148,15 +151,15 @@ class ContextGraph:
 
     def _kept(self, state: ContextState, token: int) -> float:
         """The reward still at stake before `token`: none once a spelled phrase is followed by a new word."""
-        return 0.0 if state.complete and self.starts_word(token) else state.pending
+        return 0.0 if state.complete and self.ends_word[token] else state.pending
 
     @staticmethod
     def finish(state: ContextState) -> float:
         return 0.0 if state.complete else -state.pending
 
     def rewards(self, state: ContextState) -> tuple[dict[int, float], float, float]:
-        """What `step` would give: per token in the trie's reach, then for any other token that starts a word,
-        and for any other token that does not."""
+        """What `step` would give: per token in the trie's reach, then for any other token that ends the word
+        before it (`ends_word`), and for any other token that does not."""
         tokens = {**self.root.children, **state.node.children}
-        starting = 0.0 if state.complete else -state.pending
-        return {token: self.step(state, token)[1] for token in tokens}, starting, -state.pending
+        ending = 0.0 if state.complete else -state.pending
+        return {token: self.step(state, token)[1] for token in tokens}, ending, -state.pending

@@ -185,7 +185,7 @@ class Boosting:
     def __init__(self, graphs: Sequence[ContextGraph | None], blank_id: int) -> None:
         self.graphs = list(graphs)
         self.states = [graph.start if graph else None for graph in self.graphs]
-        self.starts_word = torch.tensor(next(graph for graph in self.graphs if graph).word_starts)
+        self.ends_word = torch.tensor(next(graph for graph in self.graphs if graph).ends_word)
         self.blank_id = blank_id
 
     def choose(self, logits: torch.Tensor, dim: int) -> torch.Tensor:
@@ -195,10 +195,10 @@ class Boosting:
         for row, (graph, state) in enumerate(zip(self.graphs, self.states)):
             if graph is None:
                 continue
-            rewards, starting, inside = graph.rewards(state)
+            rewards, ending, inside = graph.rewards(state)
             ids = list(rewards)
             boosted = scores[row, ids] + torch.tensor(list(rewards.values()))
-            penalties = torch.where(self.starts_word, starting, inside)
+            penalties = torch.where(self.ends_word, ending, inside)
             penalties[self.blank_id] = 0.0
             scores[row] += penalties
             scores[row, ids] = boosted

@@ -75,6 +75,8 @@ def test_context_graph_rewards_whole_phrases_only(tokenizer) -> None:
     inside_word = next(token for token in range(tokenizer.vocab_size) if tokenizer.piece(token) == "s")
     assert not tokenizer.starts_word(inside_word)
     assert graph.step(state, inside_word)[1] == -2.0 * len(ids)
+    apostrophe = next(token for token in range(tokenizer.vocab_size) if tokenizer.piece(token) == "'")
+    assert graph.step(state, apostrophe)[1] == 0.0  # punctuation ends the word too: "kowalski's"
     # A match broken off halfway gives back what it earned, at once or at the end.
     half = graph.start
     for token in ids[:3]:
