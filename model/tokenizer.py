@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tokenizers import Tokenizer as _Tokenizer
@@ -13,14 +14,22 @@ class TokenizerError(ValueError):
     """A tokenizer file that cannot be used with the model."""
 
 
+def unknown_id(tokenizer: _Tokenizer) -> int | None:
+    """The id of the piece `tokenizer` spells unknown characters with: BPE and WordPiece name it, a Unigram model
+    numbers it (in its JSON only)."""
+    unk = getattr(tokenizer.model, "unk_token", None)
+    if unk:
+        return tokenizer.token_to_id(unk)
+    return json.loads(tokenizer.to_str()).get("model", {}).get("unk_id")
+
+
 class Tokenizer:
     def __init__(self, tokenizer: _Tokenizer, blank_id: int) -> None:
         self._tokenizer = tokenizer
         self.blank_id = blank_id
         self._pieces = [tokenizer.id_to_token(i) or "" for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
         self._starts_word = [piece.startswith(WORD_START) for piece in self._pieces]
-        unk = getattr(tokenizer.model, "unk_token", None)
-        self.unk_id = tokenizer.token_to_id(unk) if unk else None  # what encode gives for what it cannot spell
+        self.unk_id = unknown_id(tokenizer)  # what encode gives for what it cannot spell
         self.cased = any(piece != piece.lower() for piece in self._pieces if not piece.startswith("<"))
 
     @classmethod

@@ -194,3 +194,21 @@ def test_transducer_boosting_and_beam(kind, small_rnnt_checkpoint, small_tdt_che
     assert hotword not in plain
     for beam in (1, 4):
         assert hotword in model.transcribe(speechlike[1], hotwords=[f"{hotword}:10"], beam_size=beam)[0].text
+
+
+def test_a_unigram_tokenizer_names_what_it_cannot_spell() -> None:
+    """A Unigram model numbers its unknown piece instead of naming it: hotwords are checked against it too."""
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers.models import Unigram
+    from tokenizers.pre_tokenizers import Metaspace
+
+    from model.tokenizer import Tokenizer
+
+    pieces = [("<unk>", 0.0), ("▁a", -1.0), ("a", -1.0), ("▁", -2.0), ("b", -2.0), ("<pad>", 0.0)]
+    unigram = HFTokenizer(Unigram(pieces, unk_id=0))
+    unigram.pre_tokenizer = Metaspace()
+    tokenizer = Tokenizer(unigram, blank_id=5)
+    assert tokenizer.unk_id == 0
+    ContextGraph.build(tokenizer, [Hotword("ab a")])
+    with pytest.raises(HotwordError, match="cannot spell 'é'"):
+        ContextGraph.build(tokenizer, [Hotword("abé")])
