@@ -250,6 +250,18 @@ def test_openai_sdk_gets_every_response_format(app, client, model, unseen_speech
     assert client.models.list().data[0].id == "parakeet-ctc-default"
 
 
+def test_openai_sdk_prompt_and_hotwords_bias_the_transcript(app, client, model, unseen_speech) -> None:
+    """OpenAI's `prompt` as the SDK sends it, and our `hotwords` through the SDK's `extra_body`."""
+    audio = unseen_speech[1][2]  # greedy decoding writes "enjoye" for its "enjoy"
+    expected = model.transcribe(audio, hotwords=["enjoy", "princess"])[0].text
+    assert expected != model.transcribe(audio)[0].text
+    upload = ("speech.flac", flac_bytes(audio))
+    prompted = client.audio.transcriptions.create(model="parakeet", file=upload, prompt="Did you enjoy the princess?")
+    assert prompted.text == expected
+    named = client.audio.transcriptions.create(model="parakeet", file=upload, extra_body={"hotwords": "enjoy,princess"})
+    assert named.text == expected
+
+
 def test_openai_sdk_streams_text_deltas(app, client, unseen_speech) -> None:
     from openai.types.audio import TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 
