@@ -176,6 +176,7 @@ class Transcriber:
         torch.set_num_threads(1)  # many small requests, each in a thread of its own off the event loop
         self.featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
         self.decoder = Decoder.from_pretrained(config.model)
+        self.decoder.check(config.decoding())  # the app's own hotwords and LM: a bad one fails the replica's start
         self.reconfigure(asdict(DECODER_BATCHING))
         self.live_streams = 0
         self.live_streams_gauge = Gauge("parakeet_live_streams", description="Open /v1/realtime sessions.")

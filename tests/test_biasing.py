@@ -212,3 +212,14 @@ def test_a_unigram_tokenizer_names_what_it_cannot_spell() -> None:
     ContextGraph.build(tokenizer, [Hotword("ab a")])
     with pytest.raises(HotwordError, match="cannot spell 'é'"):
         ContextGraph.build(tokenizer, [Hotword("abé")])
+
+
+def test_a_language_model_is_for_ctc_only(small_tdt_checkpoint, tmp_path) -> None:
+    from model.decoding import decoding_options
+    from model.stages import Decoder
+
+    arpa = tmp_path / "lm.arpa"
+    arpa.write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1.0\t<unk>\n\n\\end\\\n")
+    decoder = Decoder.from_pretrained(small_tdt_checkpoint.directory)
+    with pytest.raises(LanguageModelError, match="CTC beam search only"):
+        decoder.check(decoding_options(lm_path=str(arpa)))
