@@ -16,15 +16,27 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from model.audio import SAMPLE_RATE, load_audio
+from pipeline.options import beam_size, split_hotwords
 from pipeline.streaming import Event, StreamSettings
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
 FRAME_SECONDS = 0.1  # audio per binary frame
 
 
-def realtime_url(url: str, settings: StreamSettings | None = None, sample_rate: int = SAMPLE_RATE) -> str:
-    """`url` with the query parameters of audio at `sample_rate` and `settings` (the server's defaults when None)."""
+def realtime_url(
+    url: str,
+    settings: StreamSettings | None = None,
+    sample_rate: int = SAMPLE_RATE,
+    hotwords: list[str] | tuple[str, ...] = (),
+    beam_size: int | None = None,
+) -> str:
+    """`url` with the query parameters of audio at `sample_rate`, `settings` (the server's defaults when None),
+    and the stream's hotwords (phrases, each optionally PHRASE:WEIGHT) and beam size."""
     params = {"sample_rate": sample_rate, **(vars(settings) if settings else {})}
+    if hotwords:
+        params["hotwords"] = ",".join(hotwords)
+    if beam_size is not None:
+        params["beam_size"] = beam_size
     return f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
 
 
@@ -63,7 +75,8 @@ async def play(args: argparse.Namespace) -> int:
     audio = load_audio(args.file)
     settings = StreamSettings(args.chunk_seconds, args.left_context_seconds, args.lookahead_seconds)
     last = None
-    async for _, event in stream_audio(realtime_url(args.url, settings), audio, args.speed):
+    url = realtime_url(args.url, settings, hotwords=split_hotwords(args.hotwords or ()), beam_size=args.beam_size)
+    async for _, event in stream_audio(url, audio, args.speed):
         last = event
         if args.json:
             print(json.dumps(event), flush=True)
@@ -87,6 +100,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--left-context-seconds", type=float, default=defaults.left_context_seconds)
     parser.add_argument("--lookahead-seconds", type=float, default=defaults.lookahead_seconds)
     parser.add_argument("--json", action="store_true", help="print every event (partials too) as a JSON line")
+    parser.add_argument("--hotwords", action="append", metavar="LIST", help="phrases to recognise, as `transcribe`'s")
+    parser.add_argument("--beam-size", type=beam_size, default=None, help="beam search width (server default)")
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -7,7 +7,6 @@ import io
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlencode
 
 import numpy as np
 import pytest
@@ -263,10 +262,10 @@ def test_hotwords_bias_a_stream_as_they_bias_the_upload(app, unseen_speech, long
     missed = [word for word in dict.fromkeys(said.split()) if word not in plain["text"].split()]
     biased = offline(long_recording, hotwords=",".join(missed))
     assert word_error_rate([said], [biased["text"]]) < word_error_rate([said], [plain["text"]])
-    url = f"{REALTIME}?{urlencode({'hotwords': ','.join(missed)})}"
+    url = realtime_url(REALTIME, OFFLINE_WINDOWS, hotwords=missed)
 
     async def collect() -> list[dict]:
-        return [event async for _, event in stream_audio(realtime_url(url, OFFLINE_WINDOWS), long_recording, 8.0)]
+        return [event async for _, event in stream_audio(url, long_recording, 8.0)]
 
     events = asyncio.run(collect())
     check_consistent(events)
