@@ -90,29 +90,33 @@ class WordLM:
 @dataclass(eq=False)
 class Prefix:
     """A node of the trie of token prefixes the search has tried: one per distinct token sequence, so hypotheses
-    that reach the same tokens by different paths merge. Holds the token's frames and the prefix's bonuses."""
+    that reach the same tokens by different paths merge. Holds the prefix's bonuses."""
 
     token: int
     parent: Prefix | None
-    start: int  # frame the token was first emitted at
     context: ContextState | None
     bonus: float  # hotword and language-model score of the whole prefix
     lm_state: object = None
     word: str = ""  # the pieces of its last, unfinished word
-    end: int = 0
     children: dict[int, Prefix] = field(default_factory=dict)
 
-    def spans(self, offset: int) -> list[TokenSpan]:
-        spans, node = [], self
-        while node.parent is not None:
-            spans.append(TokenSpan(node.token, node.start + offset, node.end + offset))
-            node = node.parent
-        return spans[::-1]
+
+# The tokens of a prefix's best single path, the last first: (token, first frame, last frame, the trace before).
+Trace = tuple[int, int, int, "Trace"] | None
+
+
+def trace_spans(trace: Trace, offset: int) -> list[TokenSpan]:
+    spans = []
+    while trace is not None:
+        token, start, end, trace = trace
+        spans.append(TokenSpan(token, start + offset, end + offset))
+    return spans[::-1]
 
 
 class CTCBeamSearch:
-    """Prefix beam search of one window's `frame_scores`; ranks prefixes by acoustic log-probability plus the
-    bonuses of the hotwords (`graph`) and the language model (`lm`) they spell."""
+    """Prefix beam search of one window's `frame_scores`; ranks prefixes by acoustic log-probability (summed over
+    the paths that spell them) plus the bonuses of the hotwords (`graph`) and the language model (`lm`) they spell.
+    A prefix's token frames are those of its best single path (Viterbi), as greedy decoding's are of its one path."""
 
     def __init__(
         self,
@@ -126,41 +130,57 @@ class CTCBeamSearch:
     def __call__(self, scores: np.ndarray, offset: int = 0) -> list[TokenSpan]:
         """(T, 2, k) frame scores -> the best prefix's tokens, frames shifted by `offset`."""
         blank = self.tokenizer.blank_id
-        root = Prefix(
-            blank, None, -1, self.graph.start if self.graph else None, 0.0, self.lm.start() if self.lm else None
-        )
-        beams: dict[Prefix, tuple[float, float]] = {root: (0.0, -math.inf)}  # prefix -> (ends in blank, in token)
+        root = Prefix(blank, None, self.graph.start if self.graph else None, 0.0, self.lm.start() if self.lm else None)
+        # Per prefix, ending in a blank and in its last token: log-probability of all paths, of the best path, and
+        # the best path's trace.
+        beams: dict[Prefix, list] = {root: [0.0, -math.inf, 0.0, -math.inf, None, None]}
         for frame, (log_probs, ids) in enumerate(scores):
             keep = log_probs >= log_probs.max() + PRUNE_LOG_PROB
             candidates = list(zip(log_probs[keep].tolist(), ids[keep].astype(int).tolist()))
             beams = self._step(beams, candidates, frame, blank)
-        return max(beams.items(), key=lambda item: self._final_score(*item))[0].spans(offset)
+        prefix, (_, _, best_blank, best_token, trace_blank, trace_token) = max(
+            beams.items(), key=lambda item: self._final_score(item[0], item[1][:2])
+        )
+        return trace_spans(trace_blank if best_blank >= best_token else trace_token, offset)
 
     def _step(
-        self, beams: dict[Prefix, tuple[float, float]], candidates: list[tuple[float, int]], frame: int, blank: int
-    ) -> dict[Prefix, tuple[float, float]]:
-        following: dict[Prefix, list[float]] = {}
+        self, beams: dict[Prefix, list], candidates: list[tuple[float, int]], frame: int, blank: int
+    ) -> dict[Prefix, list]:
+        following: dict[Prefix, list] = {}
 
-        def add(prefix: Prefix, slot: int, log_prob: float) -> None:
-            probs = following.setdefault(prefix, [-math.inf, -math.inf])
-            probs[slot] = log_add(probs[slot], log_prob)
+        def state(prefix: Prefix) -> list:
+            return following.setdefault(prefix, [-math.inf, -math.inf, -math.inf, -math.inf, None, None])
 
-        for prefix, (in_blank, in_token) in beams.items():
+        def into_token(prefix: Prefix, log_prob: float, best: float, trace: Trace) -> None:
+            entry = state(prefix)
+            entry[1] = log_add(entry[1], log_prob)
+            if best > entry[3]:
+                entry[3], entry[5] = best, trace
+
+        for prefix, (in_blank, in_token, best_blank, best_token, trace_blank, trace_token) in beams.items():
             total = log_add(in_blank, in_token)
+            best, trace = (best_blank, trace_blank) if best_blank >= best_token else (best_token, trace_token)
             for log_prob, token in candidates:
                 if token == blank:
-                    add(prefix, 0, total + log_prob)
+                    entry = state(prefix)
+                    entry[0] = log_add(entry[0], total + log_prob)
+                    if best + log_prob > entry[2]:
+                        entry[2], entry[4] = best + log_prob, trace
                 elif token == prefix.token and prefix.parent is not None:
-                    add(prefix, 1, in_token + log_prob)  # the token's run goes on
-                    prefix.end = max(prefix.end, frame)
+                    if trace_token is not None:  # the token's run goes on
+                        run = (token, trace_token[1], frame, trace_token[3])
+                        into_token(prefix, in_token + log_prob, best_token + log_prob, run)
                     if in_blank > -math.inf:  # a blank between: the token again
-                        add(self._extend(prefix, token, frame), 1, in_blank + log_prob)
+                        again = (token, frame, frame, trace_blank)
+                        into_token(self._extend(prefix, token), in_blank + log_prob, best_blank + log_prob, again)
                 else:
-                    add(self._extend(prefix, token, frame), 1, total + log_prob)
-        ranked = sorted(following.items(), key=lambda item: -(log_add(*item[1]) + item[0].bonus))
-        return {prefix: (probs[0], probs[1]) for prefix, probs in ranked[: self.beam_size]}
+                    into_token(
+                        self._extend(prefix, token), total + log_prob, best + log_prob, (token, frame, frame, trace)
+                    )
+        ranked = sorted(following.items(), key=lambda item: -(log_add(item[1][0], item[1][1]) + item[0].bonus))
+        return dict(ranked[: self.beam_size])
 
-    def _extend(self, prefix: Prefix, token: int, frame: int) -> Prefix:
+    def _extend(self, prefix: Prefix, token: int) -> Prefix:
         child = prefix.children.get(token)
         if child is not None:
             return child
@@ -175,11 +195,11 @@ class CTCBeamSearch:
                 bonus += score
                 word = ""
             word += piece.removeprefix(WORD_START)
-        child = Prefix(token, prefix, frame, context, bonus, lm_state, word, frame)
+        child = Prefix(token, prefix, context, bonus, lm_state, word)
         prefix.children[token] = child
         return child
 
-    def _final_score(self, prefix: Prefix, probs: tuple[float, float]) -> float:
+    def _final_score(self, prefix: Prefix, probs: list[float]) -> float:
         score = log_add(*probs) + prefix.bonus
         if self.graph is not None:
             score += self.graph.finish(prefix.context)

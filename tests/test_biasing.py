@@ -149,6 +149,17 @@ def test_greedy_and_beam_one_are_todays_greedy(default_model, unseen_speech) -> 
         DecodingOptions(beam_size=0)
 
 
+def test_beam_search_times_words_as_greedy_decoding_does(default_model, unseen_speech) -> None:
+    """A prefix's frames are those of its best single path: where beam search writes greedy decoding's words, it
+    gives them greedy decoding's times."""
+    _, audios = unseen_speech
+    pairs = zip(default_model.transcribe(audios[:12]), default_model.transcribe(audios[:12], beam_size=4))
+    same = [(greedy.words, beam.words) for greedy, beam in pairs if greedy.text == beam.text]
+    assert len(same) >= 10
+    for greedy_words, beam_words in same:
+        assert beam_words == greedy_words
+
+
 def missed_words(references: list[str], hypotheses: list[str]) -> list[list[str]]:
     """Per sentence, the words of the reference that the hypothesis lacks."""
     return [[w for w in dict.fromkeys(r.split()) if w not in h.split()] for r, h in zip(references, hypotheses)]
