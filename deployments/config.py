@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import torch
 
 from model import checkpoint
+from model.biasing import Hotword
 from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS
@@ -105,7 +106,7 @@ class AppConfig:
     def compiles_on(self, device: str) -> bool:
         return self.compile if self.compile is not None else device == "cuda"
 
-    def decoding(self, hotwords: Iterable[str] = (), beam_size: int | None = None) -> DecodingOptions:
+    def decoding(self, hotwords: Iterable[str | Hotword] = (), beam_size: int | None = None) -> DecodingOptions:
         """A request's decoding options: the deployment's hotwords and the request's (whose weights win), the
         request's beam size or the deployment's."""
         return decoding_options(

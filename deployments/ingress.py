@@ -190,7 +190,7 @@ class Transcriber:
     def decoding(self, hotwords: list[str], beam_size: int | None = None, prompt: str | None = None) -> DecodingOptions:
         """A request's decoding options: the deployment's and its own hotwords, its prompt's uncommon words; raises
         RequestError (400) naming a bad hotword or beam size."""
-        phrases = [*hotwords, *(hotword.phrase for hotword in prompt_hotwords(prompt or "", self.decoder.tokenizer))]
+        phrases = [*hotwords, *prompt_hotwords(prompt or "", self.decoder.tokenizer)]
         try:
             options = self.config.decoding(phrases, beam_size)
             self.decoder.check(options)

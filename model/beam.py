@@ -58,7 +58,7 @@ class LanguageModelError(ValueError):
 class WordLM:
     """A KenLM word n-gram model (ARPA or binary), weighted: alpha * ln P(word | history) + beta per word."""
 
-    def __init__(self, path: str | os.PathLike, alpha: float = 0.5, beta: float = 1.0) -> None:
+    def __init__(self, path: str | os.PathLike, alpha: float, beta: float) -> None:
         try:
             import kenlm
         except ImportError:
@@ -218,7 +218,7 @@ class TransducerHypothesis:
     score: float
     frame: int
     symbols: int  # emissions in a row at `frame`
-    predicted: torch.Tensor  # (decoder_hidden_size,) the prediction network's output after the last emission
+    predicted: torch.Tensor | None  # (decoder_hidden_size,) the prediction network's output; None until _predict
     state: LSTMState  # each (layers, 1, decoder_hidden_size)
     context: ContextState | None
 

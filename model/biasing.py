@@ -77,12 +77,14 @@ def prompt_hotwords(prompt: str, tokenizer: Tokenizer) -> tuple[Hotword, ...]:
     """A free-text prompt (OpenAI's `prompt`) -> its uncommon words as hotwords, in order, at most MAX_HOTWORDS;
     words the tokenizer cannot spell are left out (a prompt is context, not a list the client vouches for)."""
     words = [word for word in re.findall(r"[^\W_]+(?:['-][^\W_]+)*", prompt) if word.lower() not in COMMON_WORDS]
-    spelled = [word for word in dict.fromkeys(words) if spellable(tokenizer, word)]
+    spelled = [word for word in dict.fromkeys(words) if spelling(tokenizer, word) is not None]
     return tuple(Hotword(word[:MAX_HOTWORD_CHARS]) for word in spelled[:MAX_HOTWORDS])
 
 
-def spellable(tokenizer: Tokenizer, phrase: str) -> bool:
-    return tokenizer.unk_id not in tokenizer.encode(phrase if tokenizer.cased else phrase.lower())
+def spelling(tokenizer: Tokenizer, phrase: str) -> tuple[int, ...] | None:
+    """The tokenizer's ids for `phrase` (lowercased for an uncased tokenizer), or None when it cannot spell it."""
+    ids = tuple(tokenizer.encode(phrase if tokenizer.cased else phrase.lower()))
+    return None if tokenizer.unk_id in ids else ids
 
 
 @dataclass(eq=False)
@@ -118,11 +120,7 @@ class ContextGraph:
                 node.weight = max(node.weight, weight)
             node.complete = True
         self.start = ContextState(self.root)
-        # Tokens that end the word before them: a new word, or punctuation ("Kowalski," keeps its reward).
-        self.ends_word = [
-            tokenizer.starts_word(token) or not tokenizer.piece(token)[:1].isalnum()
-            for token in range(tokenizer.vocab_size)
-        ]
+        self.ends_word = tokenizer.ends_word
 
     @classmethod
     def build(cls, tokenizer: Tokenizer, hotwords: Iterable[Hotword]) -> ContextGraph:
@@ -130,10 +128,9 @@ class ContextGraph:
         the phrases lowercased."""
         phrases: dict[tuple[int, ...], float] = {}
         for hotword in hotwords:
-            phrase = hotword.phrase if tokenizer.cased else hotword.phrase.lower()
-            ids = tuple(tokenizer.encode(phrase))
-            if tokenizer.unk_id in ids:
-                missing = sorted({char for char in phrase if tokenizer.unk_id in tokenizer.encode(char)})
+            ids = spelling(tokenizer, hotword.phrase)
+            if ids is None:
+                missing = sorted({char for char in hotword.phrase if spelling(tokenizer, char) is None})
                 raise HotwordError(f"hotword {hotword.phrase!r}: the model cannot spell {''.join(missing)!r}")
             phrases[ids] = max(phrases.get(ids, 0.0), hotword.weight)
         return cls(phrases, tokenizer)

@@ -29,6 +29,8 @@ class Tokenizer:
         self.blank_id = blank_id
         self._pieces = [tokenizer.id_to_token(i) or "" for i in range(tokenizer.get_vocab_size(with_added_tokens=True))]
         self._starts_word = [piece.startswith(WORD_START) for piece in self._pieces]
+        # Pieces that end the word before them: a new word's, or punctuation ("Kowalski," ends "Kowalski").
+        self.ends_word = [start or not piece[:1].isalnum() for start, piece in zip(self._starts_word, self._pieces)]
         self.unk_id = unknown_id(tokenizer)  # what encode gives for what it cannot spell
         self.cased = any(piece != piece.lower() for piece in self._pieces if not piece.startswith("<"))
 

@@ -135,13 +135,14 @@ def featurize_rows(batch: pa.Table, config: BatchConfig) -> dict[str, np.ndarray
 def _row_hotwords(config: BatchConfig, name: str, cell: Any) -> tuple[str, str]:
     """A row's hotwords cell (None, a list of phrases or one comma-separated string) -> (its phrases joined by
     commas, NO_ERROR), or ("", the row's error) when they cannot be used."""
-    if cell is not None and not (isinstance(cell, str) or all(isinstance(item, str) for item in cell)):
+    if not (cell is None or isinstance(cell, str) or isinstance(cell, list) and all(isinstance(i, str) for i in cell)):
         return "", f"{name}: {config.hotwords_column} must hold a list of strings or a string, got {cell!r}"
     phrases = ",".join(split_hotwords([cell] if isinstance(cell, str) else cell or []))
-    try:
-        _decoder(config.model)[0].check(config.decoding(phrases))
-    except ValueError as err:
-        return "", f"{name}: {err}"
+    if phrases:  # the job's own options were checked before Ray started: only the row's hotwords are new
+        try:
+            _decoder(config.model)[0].context_graph(config.decoding(phrases))
+        except ValueError as err:
+            return "", f"{name}: {err}"
     return phrases, NO_ERROR
 
 
@@ -321,7 +322,9 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     import ray
 
     check_input(config)
-    _decoder(config.model)[0].check(config.decoding())  # the job's own hotwords, before Ray starts
+    options = config.decoding()
+    if options.hotwords or options.lm_path:  # the job's own hotwords and language model, before Ray starts
+        _decoder(config.model)[0].check(options)
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
     columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]

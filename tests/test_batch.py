@@ -347,6 +347,10 @@ def test_hotwords_of_the_job_and_of_each_row(local_ray, unseen_speech, tmp_path)
         transcript = model.transcribe(audios[i], hotwords=["december:2", *(own[i] or [])])[0]
         words = [{"word": w.word, "start": w.start, "end": w.end} for w in transcript.words]
         assert (rows[f"s{i}"]["text"], rows[f"s{i}"]["words"]) == (transcript.text, words)
+    # A cell may also be one comma-separated string; anything else is the row's error, not the job's end.
+    assert batch._row_hotwords(config, "row 'a'", "rabbit, painter:2") == ("rabbit,painter:2", "")
+    refusal = "row 'b': terms must hold a list of strings or a string, got 7"
+    assert batch._row_hotwords(config, "row 'b'", 7) == ("", refusal)
     with pytest.raises(ValueError, match="weight must be in"):
         batch.BatchConfig(input=str(path), output=str(tmp_path / "x"), hotwords=("december:20",))
     with pytest.raises(ValueError, match="no column 'missing' \\(--hotwords-column\\)"):

@@ -137,7 +137,7 @@ def test_language_model_prefers_the_words_it_knows(tokenizer, tmp_path) -> None:
     search = CTCBeamSearch(tokenizer, 4, lm=WordLM(arpa, alpha=1.0, beta=0.0))
     assert tokenizer.decode([span.token_id for span in search(scores)]) == "the bed cat"
     with pytest.raises(LanguageModelError, match="no such file"):
-        WordLM(tmp_path / "missing.arpa")
+        WordLM(tmp_path / "missing.arpa", 0.5, 1.0)
 
 
 def test_greedy_and_beam_one_are_todays_greedy(default_model, unseen_speech) -> None:
