@@ -4,7 +4,6 @@ batching, its `user_config`."""
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -116,9 +115,6 @@ class AppConfig:
             self.lm_alpha,
             self.lm_beta,
         )
-
-    def cpu_threads(self) -> int:
-        return self.encoder_threads or os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from ray.serve.metrics import Histogram
 
 from deployments.config import ENCODER_BATCHING, AppConfig, Batching
 from model.stages import Encoder
+from pipeline.resources import cpu_threads
 
 logger = logging.getLogger("ray.serve")
 
@@ -43,7 +44,7 @@ class EncoderDeployment:
     def __init__(self, config: AppConfig, device: str) -> None:
         device = usable_device(device)
         if device == "cpu":
-            torch.set_num_threads(config.cpu_threads())
+            torch.set_num_threads(cpu_threads(config.encoder_threads))
         # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.encoder = self._executor.submit(self.load_encoder, config, device).result()

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource
@@ -34,7 +35,7 @@ from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS, Window
 from pipeline.options import add_decoding_arguments, decoding_arguments, split_hotwords
-from pipeline.resources import DEVICES, encoder_resources, resolve_device, start_ray
+from pipeline.resources import DEVICES, cpu_threads, encoder_resources, resolve_device, start_ray
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
@@ -51,6 +52,7 @@ class BatchConfig:
     model: str | None = None  # checkpoint directory; None: the embedded default model
     device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
     encoders: int = 1  # the encoder actor pool grows from 1 to this many actors (one GPU each on cuda)
+    encoder_threads: int | None = None  # torch threads of an encoder actor on cpu; None: all the node's cores
     encoder_rows: int = 64  # rows per encoder call: their windows are sorted by length into the buckets
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
@@ -180,6 +182,8 @@ class EncodeRows:
 
     def __init__(self, config: BatchConfig, device: str) -> None:
         self.config = config
+        if device == "cpu":  # the featurize and decode tasks beside it are short: encoding is the job's work
+            torch.set_num_threads(cpu_threads(config.encoder_threads))
         self.encoder = self.load_encoder(config, device)
         if self.encoder.fixed_shapes:
             self.encoder.warm_up()
@@ -411,6 +415,7 @@ OPTIONS = [
     ("id_column", str, "unique row ids: resuming skips those already written"),
     ("model", str, "checkpoint directory (default: embedded model)"),
     ("encoders", int, "most encoder actors (one GPU each on cuda)"),
+    ("encoder_threads", int, "torch threads of an encoder actor on cpu (default: all the node's cores)"),
     ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
     ("rows_per_file", int, "most rows per output file; an interrupted job redoes at most the files not yet written"),
     ("max_duration", float, "seconds; longer rows get an error"),

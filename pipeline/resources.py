@@ -24,6 +24,12 @@ def resolve_device(device: str) -> str:
     return "cuda" if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
+def cpu_threads(requested: int | None) -> int:
+    """Torch threads of an encoder on cpu: the number asked for, else all the machine's cores. Ray sets
+    OMP_NUM_THREADS to an actor's num_cpus (one), which would leave the rest of the cores idle while it encodes."""
+    return requested or os.cpu_count() or 1
+
+
 def encoder_resources(device: str) -> dict[str, float]:
     """The Ray resources one encoder replica or actor asks for: a CPU to drive it, and a whole GPU on cuda."""
     return {"num_cpus": 1, "num_gpus": 1} if device == "cuda" else {"num_cpus": 1}
