@@ -27,6 +27,7 @@ import torch
 from model import load_model
 from model.stages import Buckets
 from pipeline import batch
+from pipeline.resources import local_ray
 from recipe.corpus import read_parquet_audio
 from recipe.sentences import sentence_pool
 from recipe.synthesize import available_voices, back_to_back, write_corpus
@@ -84,7 +85,7 @@ def main() -> None:
         )
         loop = single_process(path, args.model, batch_size=16)
         started = time.perf_counter()
-        ray.init(address="local", include_dashboard=False)  # its own Ray, not a cluster's
+        local_ray(include_dashboard=False)  # its own Ray, not a cluster's
         ray_started = time.perf_counter()
         batch.run(batch.BatchConfig(input=str(path), output=str(Path(scratch) / "out"), model=args.model))
         job = time.perf_counter() - ray_started

@@ -37,6 +37,7 @@ from deployments.config import AppConfig  # noqa: E402
 from deployments.encoder import EncoderDeployment  # noqa: E402
 from model.stages import Encoder  # noqa: E402
 from pipeline import batch  # noqa: E402
+from pipeline.resources import local_ray  # noqa: E402
 from recipe.sentences import sentence_pool  # noqa: E402
 from recipe.synthesize import available_voices, back_to_back, synthesize  # noqa: E402
 
@@ -168,7 +169,7 @@ def serve_rows(payload: bytes, seconds: float, requests_count: int, levels: list
 
     from deployments.app import compose
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    local_ray(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     url = f"http://127.0.0.1:{PORT}/v1/audio/transcriptions"
 
@@ -200,7 +201,7 @@ def serve_rows(payload: bytes, seconds: float, requests_count: int, levels: list
 def batch_rows(payload: bytes, seconds: float, rows_count: int) -> list[str]:
     import ray
 
-    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
+    local_ray(num_cpus=os.cpu_count(), include_dashboard=False, logging_level="ERROR")
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "clips.parquet"
         pq.write_table(

@@ -106,11 +106,10 @@ def main() -> None:
     from ray import serve
 
     from deployments.app import build_app
+    from pipeline.resources import local_ray
 
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR"
-    )  # its own Ray, not a cluster's
+    local_ray(num_cpus=2, include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     options = {"model": args.model, "device": "cpu", "encoder_threads": args.encoder_threads}
     serve.run(build_app(options), name="bench", route_prefix="/")

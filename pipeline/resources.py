@@ -9,10 +9,24 @@ import ray
 DEVICES = ("auto", "cuda", "cpu")
 
 
+# Ray's settings for a cluster that runs the pipeline. Arguments and results up to max_direct_call_object_size travel
+# inside the call instead of through the object store (Ray's default: 100 KB), so the features of a window of up to
+# 30 s (3000 frames x 128 mels, float32: 1.5 MB) and an upload of that size reach the next stage without a put and a
+# get through the raylet: on the 2-core machine of BENCHMARKS.md, 5-8 CPU-ms less per request. cluster.yaml sets the
+# same on its nodes (RAY_max_direct_call_object_size).
+SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 1024 * 1024}
+
+
+def local_ray(**options: object) -> ray._private.worker.BaseContext:
+    """A new Ray of this process's own, with the pipeline's settings (`options`: ray.init's)."""
+    return ray.init(address="local", _system_config=SYSTEM_CONFIG, **options)
+
+
 def start_ray() -> ray._private.worker.BaseContext:
     """Join the cluster at $RAY_ADDRESS (`auto`: one `ray start` began on this machine), else start a Ray of this
     process's own. Never, unasked, a cluster an earlier `ray start` left: a dead one's address hangs the start."""
-    return ray.init(address=os.environ.get("RAY_ADDRESS") or "local")
+    address = os.environ.get("RAY_ADDRESS")
+    return ray.init(address=address) if address else local_ray()
 
 
 def resolve_device(device: str) -> str:

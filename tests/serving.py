@@ -26,11 +26,10 @@ def running_app(options: dict[str, Any], port: int, num_cpus: int = 2) -> Iterat
     from ray import serve
 
     from deployments.app import build_app
+    from pipeline.resources import local_ray
 
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-    ray.init(
-        address="local", num_cpus=num_cpus, include_dashboard=False
-    )  # a fresh Ray even if a `ray start` cluster left its address
+    local_ray(num_cpus=num_cpus, include_dashboard=False)  # a fresh Ray even if a `ray start` cluster left its address
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         yield serve.run(build_app(options), name="parakeet", route_prefix="/")

@@ -19,7 +19,7 @@ import requests
 import soundfile
 
 from model import load_model
-from pipeline import batch
+from pipeline import batch, resources
 from pipeline.dataset import make_dataset
 from recipe.sentences import sentence_pool
 from recipe.synthesize import SEEN_VOICES, synthesize
@@ -64,9 +64,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, b
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(
-        address="local", num_cpus=2, include_dashboard=False
-    )  # a fresh Ray even if a `ray start` cluster left its address
+    resources.local_ray(num_cpus=2, include_dashboard=False)  # fresh, even if a `ray start` cluster left its address
     yield
     ray.shutdown()
 
