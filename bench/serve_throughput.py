@@ -107,14 +107,14 @@ def main() -> None:
         model.transcribe(clip)
         latencies.append(time.perf_counter() - started)
     sequential_wall = sum(latencies)
-    del model
 
     import ray
     from ray import serve
 
     from deployments.app import build_app
+    from pipeline.resources import local_ray
 
-    ray.init(address="local", include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
+    local_ray(include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(
         build_app({"model": args.model, "device": "cpu", "compile": args.compile or None}),
@@ -132,6 +132,11 @@ def main() -> None:
 
     for data in payloads[:4]:
         post(data)  # warm connections and replicas
+    # The same in-process call with the app idle beside it: what Ray's and Serve's idle processes take from it.
+    started = time.perf_counter()
+    model.transcribe(clips)
+    beside_wall = time.perf_counter() - started
+    del model
     serial = [post(data) for data in payloads]
     started = time.perf_counter()
     with ThreadPoolExecutor(args.concurrency) as pool:
@@ -146,10 +151,12 @@ def main() -> None:
     print("|---|---|---|---|")
     print(row("in-process `model.transcribe`, one clip at a time", audio_seconds, sequential_wall, latencies))
     print(f"| in-process `model.transcribe`, all clips at once | {audio_seconds / batched_wall:.1f} | - | - |")
+    print(f"| the same, beside the idle Serve app | {audio_seconds / beside_wall:.1f} | - | - |")
     print(row("Serve over HTTP, one request at a time", audio_seconds, sum(serial), serial))
     print(row(f"Serve over HTTP, {args.concurrency} concurrent requests", audio_seconds, concurrent_wall, concurrent))
     print(
-        f"\nServe at {args.concurrency} concurrent / in-process at once: {batched_wall / concurrent_wall:.2f}x; "
+        f"\nServe at {args.concurrency} concurrent / in-process at once: {batched_wall / concurrent_wall:.2f}x "
+        f"(in-process beside the idle app / alone: {batched_wall / beside_wall:.2f}x); "
         f"unloaded p50: {(statistics.median(serial) - statistics.median(latencies)) * 1000:+.0f} ms"
     )
 
