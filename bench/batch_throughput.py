@@ -3,7 +3,8 @@
     python bench/batch_throughput.py                 # embedded model, CPU, 400 synthesised sentences
     python bench/batch_throughput.py --clips 2000 --mixed   # ~6000 s in rows of 2-30 s (sentences back to back)
 
-Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) of each runner.
+Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) of each runner, and when the
+job's encoder actor worked: its first call after the job's start-up, its last, and its busy time.
 """
 
 from __future__ import annotations
@@ -31,6 +32,17 @@ from pipeline.resources import local_ray
 from recipe.corpus import read_parquet_audio
 from recipe.sentences import sentence_pool
 from recipe.synthesize import available_voices, back_to_back, write_corpus
+
+
+class TimedEncodeRows(batch.EncodeRows):
+    """The job's encoder actor, noting when each call starts and ends (epoch seconds) in $BENCH_ENCODER_TIMES."""
+
+    def __call__(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.time()
+        encoded = super().__call__(rows)
+        with open(os.environ["BENCH_ENCODER_TIMES"], "a") as times:
+            times.write(f"{started} {time.time()}\n")
+        return encoded
 
 
 def single_process(path: Path, model_dir: str | None, batch_size: int) -> float:
@@ -84,18 +96,27 @@ def main() -> None:
             file=sys.stderr,
         )
         loop = single_process(path, args.model, batch_size=16)
+        times_path = Path(scratch) / "encoder_times.txt"
+        os.environ["BENCH_ENCODER_TIMES"] = str(times_path)  # the local Ray's workers inherit it
         started = time.perf_counter()
         local_ray(include_dashboard=False)  # its own Ray, not a cluster's
-        ray_started = time.perf_counter()
-        batch.run(batch.BatchConfig(input=str(path), output=str(Path(scratch) / "out"), model=args.model))
+        ray_started, job_started = time.perf_counter(), time.time()
+        config = batch.BatchConfig(input=str(path), output=str(Path(scratch) / "out"), model=args.model)
+        batch.run(config, TimedEncodeRows)
         job = time.perf_counter() - ray_started
         whole = time.perf_counter() - started
         ray.shutdown()
+        calls = [tuple(map(float, line.split())) for line in times_path.read_text().splitlines()]
     print("| runner | wall s | RTFx (audio s / wall s) |\n|---|---|---|")
     print(f"| single process: read, decode, `model.transcribe` batch 16 | {loop:.1f} | {seconds / loop:.1f} |")
     print(f"| `parakeet batch` on a local Ray (after `ray.init`) | {job:.1f} | {seconds / job:.1f} |")
     print(f"| `parakeet batch`, Ray's start included | {whole:.1f} | {seconds / whole:.1f} |")
     print(f"\nbatch job / single process: {loop / job:.2f}× after ray.init, {loop / whole:.2f}× in all")
+    first, last = min(start for start, _ in calls) - job_started, max(end for _, end in calls) - job_started
+    print(
+        f"encoder actor: first call {first:.1f} s after the job started, last one ended at {last:.1f} s; "
+        f"busy {sum(end - start for start, end in calls):.1f} s in {len(calls)} calls"
+    )
 
 
 if __name__ == "__main__":
