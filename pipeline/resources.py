@@ -39,9 +39,12 @@ def resolve_device(device: str) -> str:
 
 
 def cpu_threads(requested: int | None) -> int:
-    """Torch threads of an encoder on cpu: the number asked for, else all the machine's cores. Ray sets
-    OMP_NUM_THREADS to an actor's num_cpus (one), which would leave the rest of the cores idle while it encodes."""
-    return requested or os.cpu_count() or 1
+    """Torch threads of an encoder on cpu: the number asked for, else all the machine's cores but one, which the CPU
+    stages beside it need (the proxy and ingress replicas, the batch job's featurize and decode tasks). Ray's own
+    OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes; all of a small one's cores would
+    oversubscribe them: on 2 cores the Serve app with the embedded model served 1.3x more with one encoder thread
+    than with two (BENCHMARKS.md)."""
+    return requested or max(1, (os.cpu_count() or 1) - 1)
 
 
 def encoder_resources(device: str) -> dict[str, float]:
