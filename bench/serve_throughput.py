@@ -3,6 +3,7 @@
     python bench/serve_throughput.py                          # embedded model, CPU, 48 clips of 2-15 s, 32 at once
     python bench/serve_throughput.py --shape-0.6b --seconds 10 10 --clips 32   # random weights, parakeet-ctc-0.6b
     python bench/serve_throughput.py --model DIR --clips 96 --concurrency 64
+    python bench/serve_throughput.py --encoder-threads 2    # the Encoder replica's torch threads
 
 Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) and request latency, and the
 ratios of Serve to in-process.
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs=2, default=[2.0, 15.0], metavar=("SHORTEST", "LONGEST"))
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder on CPU too (slow start)")
+    parser.add_argument("--encoder-threads", type=int, help="torch threads of the Encoder replica (default: the app's)")
     args = parser.parse_args()
     if args.big:
         args.model = tempfile.mkdtemp(prefix="parakeet-0.6b-")
@@ -117,7 +119,14 @@ def main() -> None:
     local_ray(include_dashboard=False, logging_level="ERROR")  # its own Ray, not a cluster's
     serve.start(http_options={"host": "127.0.0.1", "port": PORT})
     serve.run(
-        build_app({"model": args.model, "device": "cpu", "compile": args.compile or None}),
+        build_app(
+            {
+                "model": args.model,
+                "device": "cpu",
+                "compile": args.compile or None,
+                "encoder_threads": args.encoder_threads,
+            }
+        ),
         name="bench",
         route_prefix="/",
     )
