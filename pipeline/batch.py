@@ -182,7 +182,7 @@ class EncodeRows:
 
     def __init__(self, config: BatchConfig, device: str) -> None:
         self.config = config
-        if device == "cpu":  # the featurize and decode tasks beside it are short: encoding is the job's work
+        if device == "cpu":  # Ray's OMP_NUM_THREADS=1 would leave the node's other cores idle
             torch.set_num_threads(cpu_threads(config.encoder_threads))
         self.encoder = self.load_encoder(config, device)
         if self.encoder.fixed_shapes:

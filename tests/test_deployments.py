@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 
 pytest.importorskip("ray.serve")
 
@@ -37,3 +40,15 @@ def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> N
     assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (8, 0.0)
     with pytest.raises(ValueError, match="max_batch_size must be at least 1, got 0"):
         replica.reconfigure({"max_batch_size": 0})
+
+
+def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> None:
+    """Ray sets OMP_NUM_THREADS=1 in its workers; the encoder chooses its own threads (pipeline.resources)."""
+    before = torch.get_num_threads()
+    try:
+        for asked, expected in ((None, max(1, (os.cpu_count() or 1) - 1)), (3, 3)):
+            options = AppConfig(model=str(small_checkpoint.directory), device="cpu", encoder_threads=asked)
+            EncoderDeployment.func_or_class(options, "cpu")
+            assert torch.get_num_threads() == expected
+    finally:
+        torch.set_num_threads(before)
