@@ -2,6 +2,7 @@
 
     python bench/batch_throughput.py                 # embedded model, CPU, 400 synthesised sentences
     python bench/batch_throughput.py --clips 2000 --mixed   # ~6000 s in rows of 2-30 s (sentences back to back)
+    python bench/batch_throughput.py --clips 2000 --mixed --encoder-threads 2   # the encoder actor's torch threads
 
 Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) of each runner, and when the
 job's encoder actor worked: its first call after the job's start-up, its last, and its busy time.
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--clips", type=int, default=400, help="sentences synthesised")
     parser.add_argument("--mixed", action="store_true", help="rows of 2-30 s: the sentences back to back")
+    parser.add_argument("--encoder-threads", type=int, help="torch threads of the job's encoder actor (its default)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -101,7 +103,9 @@ def main() -> None:
         started = time.perf_counter()
         local_ray(include_dashboard=False)  # its own Ray, not a cluster's
         ray_started, job_started = time.perf_counter(), time.time()
-        config = batch.BatchConfig(input=str(path), output=str(Path(scratch) / "out"), model=args.model)
+        output = str(Path(scratch) / "out")
+        threads = args.encoder_threads
+        config = batch.BatchConfig(input=str(path), output=output, model=args.model, encoder_threads=threads)
         batch.run(config, TimedEncodeRows)
         job = time.perf_counter() - ray_started
         whole = time.perf_counter() - started

@@ -15,7 +15,7 @@ from model.biasing import Hotword
 from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS
-from pipeline.resources import DEVICES
+from pipeline.resources import DEVICES, check_threads
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 Options = TypeVar("Options")
@@ -81,6 +81,7 @@ class AppConfig:
         ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        check_threads("encoder_threads", self.encoder_threads)
         Buckets(self.batch_sizes, self.frame_counts)  # raises ValueError for bad buckets
 
     @classmethod

@@ -138,7 +138,7 @@ class CTCBeamSearch:
             keep = log_probs >= log_probs.max() + PRUNE_LOG_PROB
             candidates = list(zip(log_probs[keep].tolist(), ids[keep].astype(int).tolist()))
             beams = self._step(beams, candidates, frame, blank)
-        prefix, (_, _, best_blank, best_token, trace_blank, trace_token) = max(
+        _, (_, _, best_blank, best_token, trace_blank, trace_token) = max(
             beams.items(), key=lambda item: self._final_score(item[0], item[1][:2])
         )
         return trace_spans(trace_blank if best_blank >= best_token else trace_token, offset)

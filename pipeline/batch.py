@@ -35,7 +35,7 @@ from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS, Window
 from pipeline.options import add_decoding_arguments, decoding_arguments, split_hotwords
-from pipeline.resources import DEVICES, cpu_threads, encoder_resources, resolve_device, start_ray
+from pipeline.resources import DEVICES, check_threads, cpu_threads, encoder_resources, resolve_device, start_ray
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
@@ -69,6 +69,7 @@ class BatchConfig:
 
     def __post_init__(self) -> None:
         Buckets(tuple(self.batch_sizes), tuple(self.frame_counts))  # validates them before any work starts
+        check_threads("--encoder-threads", self.encoder_threads)
         object.__setattr__(self, "hotwords", tuple(self.hotwords))
         self.decoding()  # raises HotwordError (a ValueError) for hotwords out of bounds
 

@@ -44,7 +44,13 @@ def cpu_threads(requested: int | None) -> int:
     OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes; all of a small one's cores would
     oversubscribe them: on 2 cores the Serve app with the embedded model served 1.3x more with one encoder thread
     than with two (BENCHMARKS.md)."""
-    return requested or max(1, (os.cpu_count() or 1) - 1)
+    return requested if requested is not None else max(1, (os.cpu_count() or 1) - 1)
+
+
+def check_threads(name: str, threads: int | None) -> None:
+    """A configured thread count: None (the default) or at least one."""
+    if threads is not None and threads < 1:
+        raise ValueError(f"{name} must be at least 1, got {threads}")
 
 
 def encoder_resources(device: str) -> dict[str, float]:

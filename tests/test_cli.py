@@ -195,6 +195,8 @@ def test_batch_rejects_bad_buckets_before_starting(capsys) -> None:
     assert "expected comma-separated whole numbers, got '4,x'" in capsys.readouterr().err
     assert main(["batch", "--input", "in", "--output", "out", "--frame-counts", "2000,1000"]) == 2
     assert "bucket frame_counts must be distinct positive numbers in increasing order" in capsys.readouterr().err
+    assert main(["batch", "--input", "in", "--output", "out", "--encoder-threads", "0"]) == 2
+    assert "--encoder-threads must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_batch_input_is_checked_before_ray_starts(tmp_path, capsys) -> None:

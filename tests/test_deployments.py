@@ -26,6 +26,8 @@ def test_batching_is_validated_naming_the_key() -> None:
         Batching.from_dict({"max_batch_size": 0})
     with pytest.raises(ValueError, match=r"unknown application option\(s\) decoder_batch_size"):
         AppConfig.from_dict({"decoder_batch_size": 8})
+    with pytest.raises(ValueError, match="encoder_threads must be at least 1, got 0"):
+        AppConfig.from_dict({"encoder_threads": 0})
 
 
 def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> None:
