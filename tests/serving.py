@@ -136,9 +136,13 @@ def deployed_cluster(
     from ray import serve
     from ray.cluster_utils import Cluster
 
+    from pipeline.resources import use_serve_environment
+
     node_types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
     config = yaml.safe_load(SERVE_CONFIG.read_text())
     config["http_options"].update(host="127.0.0.1", port=port)
+    # Every node of this cluster is this machine, which has room for one HAProxy (its stats and metrics ports).
+    config["proxy_location"] = "HeadOnly"
     assert config["applications"][0]["args"]["api_key_file"], "the cluster's HTTP API takes keys"
     key_file = workdir / "api_keys"
     key_file.write_text(f"# clients' keys\n{api_key}\n")
@@ -147,6 +151,7 @@ def deployed_cluster(
     config_path = workdir / SERVE_CONFIG.name
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
+    use_serve_environment()  # as cluster.yaml's nodes have it
     # The dashboard serves list_actors; port None: the first free one from 8265, which another cluster may hold.
     count, counts = node_counts["head"]
     head = {**node_args(node_types["head"], counts), "include_dashboard": True, "dashboard_port": None}
