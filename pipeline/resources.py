@@ -6,6 +6,8 @@ import importlib.util
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import ray
 
@@ -72,17 +74,25 @@ def serve_environment() -> dict[str, str]:
     return {**THROUGHPUT_MODE, **HAPROXY_MODE, **ports}
 
 
-def use_serve_environment() -> None:
-    """serve_environment() in this process's environment, which the Ray it starts next inherits; what is set stays."""
-    for name, value in serve_environment().items():
-        os.environ.setdefault(name, value)
+@contextmanager
+def serve_environment_applied() -> Iterator[None]:
+    """serve_environment() in this process's environment meanwhile, for the Ray processes started meanwhile to
+    inherit; what was set already stays. Only meanwhile: a process started later (another `parakeet serve`) picks
+    free ports of its own."""
+    added = {name: value for name, value in serve_environment().items() if name not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
 
 
 def local_ray(**options: object) -> ray._private.worker.BaseContext:
     """A new Ray of this process's own, with the pipeline's settings (`options`: ray.init's)."""
-    use_serve_environment()
-    # A copy: ray.init adds the session's own settings (its spilling directory) to the dict it is given.
-    return ray.init(address="local", _system_config=dict(SYSTEM_CONFIG), **options)
+    with serve_environment_applied():
+        # A copy: ray.init adds the session's own settings (its spilling directory) to the dict it is given.
+        return ray.init(address="local", _system_config=dict(SYSTEM_CONFIG), **options)
 
 
 def start_ray() -> ray._private.worker.BaseContext:

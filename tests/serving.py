@@ -136,7 +136,7 @@ def deployed_cluster(
     from ray import serve
     from ray.cluster_utils import Cluster
 
-    from pipeline.resources import use_serve_environment
+    from pipeline.resources import serve_environment_applied
 
     node_types = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
     config = yaml.safe_load(SERVE_CONFIG.read_text())
@@ -151,22 +151,22 @@ def deployed_cluster(
     config_path = workdir / SERVE_CONFIG.name
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")  # a busy 2-core machine starts slowly
-    use_serve_environment()  # as cluster.yaml's nodes have it
-    # The dashboard serves list_actors; port None: the first free one from 8265, which another cluster may hold.
-    count, counts = node_counts["head"]
-    head = {**node_args(node_types["head"], counts), "include_dashboard": True, "dashboard_port": None}
-    local = Cluster(initialize_head=True, head_node_args=head)
-    try:
-        nodes = {"head": [local.head_node]}
-        for name in ("cpu_worker", "gpu_worker"):
-            count, counts = node_counts[name]
-            nodes[name] = [local.add_node(**node_args(node_types[name], counts)) for _ in range(count)]
-        ray.init(address=local.address)
-        deployed = Deployed(nodes, f"http://{local.head_node.webui_url}", config_path)
-        subprocess.run(["serve", "deploy", str(config_path), "--address", deployed.dashboard], check=True)
-        wait_for(lambda: app_status() == "RUNNING", "the app to run")
-        yield deployed
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        local.shutdown()
+    with serve_environment_applied():  # every node's Ray processes inherit it, as cluster.yaml's nodes have it
+        # The dashboard serves list_actors; port None: the first free one from 8265, which another cluster may hold.
+        count, counts = node_counts["head"]
+        head = {**node_args(node_types["head"], counts), "include_dashboard": True, "dashboard_port": None}
+        local = Cluster(initialize_head=True, head_node_args=head)
+        try:
+            nodes = {"head": [local.head_node]}
+            for name in ("cpu_worker", "gpu_worker"):
+                count, counts = node_counts[name]
+                nodes[name] = [local.add_node(**node_args(node_types[name], counts)) for _ in range(count)]
+            ray.init(address=local.address)
+            deployed = Deployed(nodes, f"http://{local.head_node.webui_url}", config_path)
+            subprocess.run(["serve", "deploy", str(config_path), "--address", deployed.dashboard], check=True)
+            wait_for(lambda: app_status() == "RUNNING", "the app to run")
+            yield deployed
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+            local.shutdown()
