@@ -3,10 +3,13 @@ encoder that costs nothing (it answers at once with the blank for every frame, i
 
     python bench/pipeline_cost.py                          # 5 s clips: 200 requests at 1 and 16 concurrent, 2000 rows
     python bench/pipeline_cost.py --requests 400 --concurrency 1 32 --rows 4000
+    python bench/pipeline_cost.py --requests 0 --rows 0  # only the in-process Featurizer's row
 
 Prints markdown tables (for BENCHMARKS.md): CPU-ms of all processes (proxy, replicas, workers, driver, Ray's own
 daemons; the load generator's own CPU subtracted) per request and per second of audio, by process, and the
-requests/s reached. Run it on an otherwise idle machine: it reads the machine's CPU counters (/proc/stat).
+requests/s reached. Its first row is the bound of the CPU stages: the Featurizer alone, in this process on one
+thread (decoding the FLAC and the log-mel), which the ingress and the batch job's tasks run for every clip. Run it
+on an otherwise idle machine: it reads the machine's CPU counters (/proc/stat).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the Floor route's types at run time.
@@ -14,6 +17,7 @@ import argparse
 import io
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -35,7 +39,7 @@ import torch  # noqa: E402
 
 from deployments.config import AppConfig  # noqa: E402
 from deployments.encoder import EncoderDeployment  # noqa: E402
-from model.stages import Encoder  # noqa: E402
+from model.stages import Encoder, Featurizer  # noqa: E402
 from pipeline import batch  # noqa: E402
 from pipeline.resources import local_ray  # noqa: E402
 from recipe.sentences import sentence_pool  # noqa: E402
@@ -165,6 +169,28 @@ class Floor:
         return {"text": ""}
 
 
+def featurizer_row(payload: bytes, seconds: float, rounds: int = 7, count: int = 100) -> str:
+    """The Featurizer on the clip in this process, one torch thread (as the ingress runs it): the median of `rounds`
+    rounds of `count` calls (the machine's noise moves single rounds by a third)."""
+    torch.set_num_threads(1)
+    config = AppConfig()
+    featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
+    for _ in range(10):  # warm-up
+        featurizer(payload)
+    walls, cpus = [], []
+    for _ in range(rounds):
+        started, cpu = time.perf_counter(), own_cpu_seconds()
+        for _ in range(count):
+            featurizer(payload)
+        walls.append(time.perf_counter() - started)
+        cpus.append(own_cpu_seconds() - cpu)
+    wall, cpu = statistics.median(walls), statistics.median(cpus)
+    return (
+        f"| Featurizer alone, in-process, 1 thread (median of {rounds} rounds) | {count / wall:.1f} | "
+        f"{1000 * cpu / count:.1f} | {1000 * cpu / (count * seconds):.2f} | |"
+    )
+
+
 def serve_rows(payload: bytes, seconds: float, requests_count: int, levels: list[int]) -> list[str]:
     import ray
 
@@ -235,6 +261,7 @@ def main() -> None:
     print(f"{args.seconds:g} s clips; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     print("| runner | requests (rows) / s | CPU-ms per request | CPU-ms per audio s | CPU-ms per request, by process |")
     print("|---|---|---|---|---|")
+    print(featurizer_row(payload, args.seconds), flush=True)
     for line in serve_rows(payload, args.seconds, args.requests, args.concurrency) if args.requests else []:
         print(line, flush=True)
     if args.rows:
