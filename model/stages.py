@@ -39,7 +39,7 @@ from model.decoding import (
     token_spans,
     transcript_from_spans,
 )
-from model.features import LogMelFeatures, pad_waveforms
+from model.features import LogMelFeatures
 from model.heads import Network, ParakeetCTC, TransducerDecoder
 from model.tokenizer import Tokenizer
 from model.windows import (
@@ -161,8 +161,7 @@ class Featurizer:
 
     def window_features(self, waveform: np.ndarray) -> np.ndarray:
         """One window's 16 kHz waveform -> its normalised (frames, mels) log-mel features."""
-        feats, lengths = self.features(*pad_waveforms([waveform]))
-        return feats[0, : int(lengths[0])].numpy()
+        return self.features.one(torch.from_numpy(waveform)).numpy()
 
 
 class Encoder:

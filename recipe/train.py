@@ -26,7 +26,7 @@ import torch
 from model import CTCConfig, EncoderConfig, FeatureConfig, Parakeet, ParakeetCTC, checkpoint
 from model.config import ModelConfig, blank_id_for
 from model.decoding import greedy_ctc
-from model.features import LogMelFeatures, pad_waveforms
+from model.features import LogMelFeatures
 from model.tokenizer import Tokenizer
 from recipe.corpus import read_parquet_audio
 from recipe.metrics import char_error_rate, word_error_rate
@@ -46,8 +46,7 @@ def featurize(path: Path, extractor: LogMelFeatures, tokenizer: Tokenizer) -> Sp
     waveforms, texts = read_parquet_audio(path)
     features = []
     for waveform in waveforms:
-        feats, lengths = extractor(*pad_waveforms([waveform]))
-        features.append(feats[0, : int(lengths[0])].to(torch.float16))
+        features.append(extractor.one(torch.from_numpy(waveform)).to(torch.float16))
     return Split(features, texts, [tokenizer.encode(text) for text in texts])
 
 

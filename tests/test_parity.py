@@ -57,6 +57,21 @@ def test_small_model_padded_batch(small_checkpoint: ReferenceCheckpoint, speechl
     assert_parity(small_checkpoint, speechlike)
 
 
+def test_one_waveforms_features_are_a_batch_of_its_own_bit_for_bit(
+    small_checkpoint: ReferenceCheckpoint, speechlike: list[np.ndarray]
+) -> None:
+    """The runners' path (LogMelFeatures.one, no padding masks) gives forward's bits, whatever the length."""
+    features = load_model(small_checkpoint.directory).features
+    rng = np.random.default_rng(3)
+    lengths = [320, 321, 479, 16000, 16161, 80_000, int(rng.integers(400, 200_000))]
+    clips = speechlike + [(0.1 * rng.standard_normal(length)).astype(np.float32) for length in lengths]
+    for clip in clips:
+        batched, (frames,) = features(*pad_waveforms([clip]))
+        one = features.one(torch.from_numpy(clip))
+        assert one.shape == (frames, batched.shape[2])
+        assert torch.equal(one, batched[0, :frames])
+
+
 def test_batched_equals_single(small_checkpoint: ReferenceCheckpoint, speechlike: list[np.ndarray]) -> None:
     model = load_model(small_checkpoint.directory)
     with torch.inference_mode():
