@@ -43,11 +43,11 @@ class EncoderDeployment:
 
     def __init__(self, config: AppConfig, device: str) -> None:
         device = usable_device(device)
-        if device == "cpu":
-            torch.set_num_threads(cpu_threads(config.encoder_threads))
         # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.encoder = self._executor.submit(self.load_encoder, config, device).result()
+        if device == "cpu":
+            torch.set_num_threads(cpu_threads(config.encoder_threads, self.encoder.parameter_count))
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
         self.reconfigure(asdict(ENCODER_BATCHING))

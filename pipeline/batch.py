@@ -52,7 +52,7 @@ class BatchConfig:
     model: str | None = None  # checkpoint directory; None: the embedded default model
     device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
     encoders: int = 1  # the encoder actor pool grows from 1 to this many actors (one GPU each on cuda)
-    encoder_threads: int | None = None  # torch threads of an encoder actor on cpu; None: the node's cores but one
+    encoder_threads: int | None = None  # torch threads of an encoder actor on cpu; None: cpu_threads() decides
     encoder_rows: int = 64  # rows per encoder call: their windows are sorted by length into the buckets
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
@@ -183,9 +183,9 @@ class EncodeRows:
 
     def __init__(self, config: BatchConfig, device: str) -> None:
         self.config = config
-        if device == "cpu":  # Ray's OMP_NUM_THREADS=1 would leave the node's other cores idle
-            torch.set_num_threads(cpu_threads(config.encoder_threads))
         self.encoder = self.load_encoder(config, device)
+        if device == "cpu":  # Ray's OMP_NUM_THREADS=1 would leave the node's other cores idle
+            torch.set_num_threads(cpu_threads(config.encoder_threads, self.encoder.parameter_count))
         if self.encoder.fixed_shapes:
             self.encoder.warm_up()
 
@@ -416,7 +416,12 @@ OPTIONS = [
     ("id_column", str, "unique row ids: resuming skips those already written"),
     ("model", str, "checkpoint directory (default: embedded model)"),
     ("encoders", int, "most encoder actors (one GPU each on cuda)"),
-    ("encoder_threads", int, "torch threads of an encoder actor on cpu (default: the node's cores but one)"),
+    (
+        "encoder_threads",
+        int,
+        "torch threads of an encoder actor on cpu (default: all the node's cores for a model of 50M parameters or "
+        "more, all but one, which the featurize and decode tasks use, for a smaller one)",
+    ),
     ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
     ("rows_per_file", int, "most rows per output file; an interrupted job redoes at most the files not yet written"),
     ("max_duration", float, "seconds; longer rows get an error"),

@@ -111,13 +111,22 @@ def resolve_device(device: str) -> str:
     return "cuda" if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-def cpu_threads(requested: int | None) -> int:
-    """Torch threads of an encoder on cpu: the number asked for, else all the machine's cores but one, which the CPU
-    stages beside it need (the proxy and ingress replicas, the batch job's featurize and decode tasks). Ray's own
-    OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes; all of a small one's cores would
-    oversubscribe them: on 2 cores the Serve app with the embedded model served 1.3x more with one encoder thread
-    than with two (BENCHMARKS.md)."""
-    return requested if requested is not None else max(1, (os.cpu_count() or 1) - 1)
+# Parameters from which an encoder costs the CPU far more per second of audio than the CPU stages beside it. Every
+# official Parakeet checkpoint (110M to 1.1B) is above it; the embedded model (3M) below.
+HEAVY_ENCODER_PARAMETERS = 50_000_000
+
+
+def cpu_threads(requested: int | None, encoder_parameters: int) -> int:
+    """Torch threads of an encoder on cpu: the number asked for; else all the machine's cores for a heavy encoder
+    (HEAVY_ENCODER_PARAMETERS or more), whose work is nearly all there is; else all but one, which the CPU stages
+    beside a light one need (the proxy and ingress replicas, the batch job's featurize and decode tasks). Ray's own
+    OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes. On 2 cores, with the Serve app,
+    the embedded model served 1.3x more with one encoder thread than with two, the 0.6b shape 1.5x more with two
+    than with one (BENCHMARKS.md)."""
+    if requested is not None:
+        return requested
+    cores = os.cpu_count() or 1
+    return cores if encoder_parameters >= HEAVY_ENCODER_PARAMETERS else max(1, cores - 1)
 
 
 def check_threads(name: str, threads: int | None) -> None:

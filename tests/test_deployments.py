@@ -11,6 +11,7 @@ pytest.importorskip("ray.serve")
 
 from deployments.config import AppConfig, Batching  # noqa: E402
 from deployments.encoder import EncoderDeployment  # noqa: E402
+from pipeline.resources import HEAVY_ENCODER_PARAMETERS, cpu_threads  # noqa: E402
 
 
 def test_batching_is_validated_naming_the_key() -> None:
@@ -45,7 +46,8 @@ def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> N
 
 
 def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> None:
-    """Ray sets OMP_NUM_THREADS=1 in its workers; the encoder chooses its own threads (pipeline.resources)."""
+    """Ray sets OMP_NUM_THREADS=1 in its workers; the encoder chooses its own threads (pipeline.resources): a light
+    one, as the test checkpoint, leaves a core to the CPU stages."""
     before = torch.get_num_threads()
     try:
         for asked, expected in ((None, max(1, (os.cpu_count() or 1) - 1)), (3, 3)):
@@ -54,6 +56,16 @@ def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> 
             assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_heavy_encoder_takes_every_core(monkeypatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert cpu_threads(None, 3_000_000) == 1
+    assert cpu_threads(None, HEAVY_ENCODER_PARAMETERS - 1) == 1
+    assert cpu_threads(None, HEAVY_ENCODER_PARAMETERS) == 2  # the 0.6b shape: 600M
+    assert cpu_threads(1, 600_000_000) == 1  # asked for
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert cpu_threads(None, 3_000_000) == 1
 
 
 def test_a_local_ray_gets_serves_throughput_mode_on_free_ports(monkeypatch) -> None:
