@@ -6,7 +6,9 @@
     python bench/serve_throughput.py --encoder-threads 2    # the Encoder replica's torch threads
 
 Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) and request latency, and the
-ratios of Serve to in-process.
+ratios of Serve to in-process. Two rows say what the unloaded latency is made of: the in-process call on the torch
+threads an Encoder replica gets (on a small machine fewer than the in-process call takes), and Serve's floor, an
+ingress that only reads the upload (HTTP through Serve's proxy, nothing else).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/..
 
 from bench.model_speed import build_checkpoint  # noqa: E402
 from model import load_model  # noqa: E402
+from pipeline.resources import cpu_threads  # noqa: E402
 from recipe.sentences import sentence_pool
 from recipe.synthesize import available_voices, back_to_back, synthesize
 
@@ -109,10 +112,21 @@ def main() -> None:
         model.transcribe(clip)
         latencies.append(time.perf_counter() - started)
     sequential_wall = sum(latencies)
+    # The same on the torch threads an Encoder replica gets on this machine (pipeline/resources.py: cpu_threads).
+    replica_threads = cpu_threads(args.encoder_threads, sum(p.numel() for p in model.network.parameters()))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(replica_threads)
+    on_replica_threads = []
+    for clip in clips:
+        started = time.perf_counter()
+        model.transcribe(clip)
+        on_replica_threads.append(time.perf_counter() - started)
+    torch.set_num_threads(threads)
 
     import ray
     from ray import serve
 
+    from bench.pipeline_cost import Floor
     from deployments.app import build_app
     from pipeline.resources import local_ray
 
@@ -151,6 +165,11 @@ def main() -> None:
     with ThreadPoolExecutor(args.concurrency) as pool:
         concurrent = list(pool.map(post, payloads))
     concurrent_wall = time.perf_counter() - started
+    serve.delete("bench")
+    serve.run(Floor.bind(), name="floor", route_prefix="/")  # Serve's HTTP alone: an ingress that reads the upload
+    for data in payloads[:4]:
+        post(data)
+    floor = [post(data) for data in payloads]
     serve.shutdown()
     ray.shutdown()
     if args.big:
@@ -159,14 +178,25 @@ def main() -> None:
     print("\n| runner | RTFx (audio s / wall s) | p50 latency ms | p95 latency ms |")
     print("|---|---|---|---|")
     print(row("in-process `model.transcribe`, one clip at a time", audio_seconds, sequential_wall, latencies))
+    print(
+        row(
+            f"the same on the Encoder replica's torch threads ({replica_threads})",
+            audio_seconds,
+            sum(on_replica_threads),
+            on_replica_threads,
+        )
+    )
     print(f"| in-process `model.transcribe`, all clips at once | {audio_seconds / batched_wall:.1f} | - | - |")
     print(f"| the same, beside the idle Serve app | {audio_seconds / beside_wall:.1f} | - | - |")
     print(row("Serve over HTTP, one request at a time", audio_seconds, sum(serial), serial))
     print(row(f"Serve over HTTP, {args.concurrency} concurrent requests", audio_seconds, concurrent_wall, concurrent))
+    print(row("Serve's floor (an ingress that only reads the upload), one at a time", audio_seconds, sum(floor), floor))
     print(
         f"\nServe at {args.concurrency} concurrent / in-process at once: {batched_wall / concurrent_wall:.2f}x "
         f"(in-process beside the idle app / alone: {batched_wall / beside_wall:.2f}x); "
-        f"unloaded p50: {(statistics.median(serial) - statistics.median(latencies)) * 1000:+.0f} ms"
+        f"unloaded p50: {(statistics.median(serial) - statistics.median(latencies)) * 1000:+.0f} ms "
+        f"({(statistics.median(serial) - statistics.median(on_replica_threads)) * 1000:+.0f} ms against in-process "
+        f"on the replica's threads; Serve's floor {statistics.median(floor) * 1000:.0f} ms)"
     )
 
 
