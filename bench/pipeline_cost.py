@@ -7,9 +7,10 @@ encoder that costs nothing (it answers at once with the blank for every frame, i
 
 Prints markdown tables (for BENCHMARKS.md): CPU-ms of all processes (proxy, replicas, workers, driver, Ray's own
 daemons; the load generator's own CPU subtracted) per request and per second of audio, by process, and the
-requests/s reached. Its first row is the bound of the CPU stages: the Featurizer alone, in this process on one
-thread (decoding the FLAC and the log-mel), which the ingress and the batch job's tasks run for every clip. Run it
-on an otherwise idle machine: it reads the machine's CPU counters (/proc/stat).
+requests/s reached, and what the deployed app costs idle, per second. Its first row is the bound of the CPU
+stages: the Featurizer alone, in this process on one thread (decoding the FLAC and the log-mel), which the ingress
+and the batch job's tasks run for every clip. Run it on an otherwise idle machine: it reads the machine's CPU
+counters (/proc/stat).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the Floor route's types at run time.
@@ -46,6 +47,7 @@ from recipe.sentences import sentence_pool  # noqa: E402
 from recipe.synthesize import available_voices, back_to_back, synthesize  # noqa: E402
 
 PORT = 8126
+IDLE_SECONDS = 20  # the deployed app measured without requests
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -214,6 +216,11 @@ def serve_rows(payload: bytes, seconds: float, requests_count: int, levels: list
         serve.run(application, name="bench", route_prefix="/")
         for _ in range(10):  # warm-up
             post(0)
+        if not rows:
+            time.sleep(5)  # the warm-up's work done
+            with Meter() as meter:
+                time.sleep(IDLE_SECONDS)
+            rows.append(idle_row(f"{name}, idle", meter))
         for level in levels:
             time.sleep(2)  # let the machine settle
             with ThreadPoolExecutor(level) as pool, Meter() as meter:
@@ -240,6 +247,13 @@ def batch_rows(payload: bytes, seconds: float, rows_count: int) -> list[str]:
             batch.run(batch.BatchConfig(input=str(path), output=f"{scratch}/out"), encode_rows=FreeEncodeRows)
     ray.shutdown()
     return [row("batch job (after ray.init and a warm-up run)", meter, rows_count, rows_count * seconds)]
+
+
+def idle_row(name: str, meter: Meter) -> str:
+    """What the deployed app costs with no request: CPU-ms per wall second, in the by-process column too."""
+    busy = [(kind, cpu) for kind, cpu in meter.by_process.most_common() if cpu > 0]
+    kinds = ", ".join(f"{kind} {1000 * cpu / meter.wall:.1f}" for kind, cpu in busy)
+    return f"| {name}: CPU-ms per wall second | - | {1000 * meter.cpu / meter.wall:.1f} | - | {kinds} |"
 
 
 def row(name: str, meter: Meter, count: int, audio_seconds: float) -> str:
