@@ -84,7 +84,7 @@ class Clients:
             except requests.ConnectionError as err:
                 # Reset: the connection closed under a request (its replica died, or the proxy in front restarted);
                 # refused: nothing listened.
-                return "connection refused" if "refused" in str(err) else "connection reset"
+                return "connection refused" if "refused" in str(err) else f"connection reset ({closed_how(err)})"
             if answer.ok:
                 return "served"
             json_body = answer.headers.get("content-type", "").startswith("application/json")
@@ -115,6 +115,18 @@ class Clients:
         for stop in self.stops:
             stop.set()
         self.pool.shutdown()
+
+
+def closed_how(err: requests.ConnectionError) -> str:
+    """How the peer ended a connection under a request: closed before any answer (FIN), or reset (RST)."""
+    text = str(err)
+    if "RemoteDisconnected" in text or "without response" in text:
+        return "closed without an answer"
+    if "reset by peer" in text or "ConnectionResetError" in text:
+        return "reset by the peer"
+    if "BrokenPipe" in text or "Broken pipe" in text:
+        return "broken pipe while sending"
+    return text[:60]
 
 
 def running(deployment: str) -> int:
