@@ -216,7 +216,7 @@ def serve_rows(payload: bytes, seconds: float, requests_count: int, levels: list
         serve.run(application, name="bench", route_prefix="/")
         for _ in range(10):  # warm-up
             post(0)
-        if not rows:
+        if not rows:  # the app, before its first load level
             time.sleep(5)  # the warm-up's work done
             with Meter() as meter:
                 time.sleep(IDLE_SECONDS)

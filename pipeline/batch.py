@@ -35,7 +35,15 @@ from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS, Window
 from pipeline.options import add_decoding_arguments, decoding_arguments, split_hotwords
-from pipeline.resources import DEVICES, check_threads, cpu_threads, encoder_resources, resolve_device, start_ray
+from pipeline.resources import (
+    DEVICES,
+    HEAVY_ENCODER_PARAMETERS,
+    check_threads,
+    cpu_threads,
+    encoder_resources,
+    resolve_device,
+    start_ray,
+)
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
@@ -419,8 +427,9 @@ OPTIONS = [
     (
         "encoder_threads",
         int,
-        "torch threads of an encoder actor on cpu (default: all the node's cores for a model of 50M parameters or "
-        "more, all but one, which the featurize and decode tasks use, for a smaller one)",
+        "torch threads of an encoder actor on cpu (default: all the node's cores for a model of "
+        f"{HEAVY_ENCODER_PARAMETERS // 1_000_000}M parameters or more, all but one, which the featurize and decode "
+        "tasks use, for a smaller one)",
     ),
     ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
     ("rows_per_file", int, "most rows per output file; an interrupted job redoes at most the files not yet written"),

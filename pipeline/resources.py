@@ -121,8 +121,8 @@ def cpu_threads(requested: int | None, encoder_parameters: int) -> int:
     (HEAVY_ENCODER_PARAMETERS or more), whose work is nearly all there is; else all but one, which the CPU stages
     beside a light one need (the proxy and ingress replicas, the batch job's featurize and decode tasks). Ray's own
     OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes. On 2 cores, with the Serve app,
-    the embedded model served 1.3x more with one encoder thread than with two, the 0.6b shape 1.5x more with two
-    than with one (BENCHMARKS.md)."""
+    the embedded model served 1.3x more with one encoder thread than with two, the 0.6b shape 1.06-1.5x more with
+    two than with one (BENCHMARKS.md)."""
     if requested is not None:
         return requested
     cores = os.cpu_count() or 1
