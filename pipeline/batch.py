@@ -48,11 +48,7 @@ from pipeline.resources import (
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
 WINDOW_FIELDS = ("offset", "keep_start", "keep_end", "frames")  # columns of a row's (windows, 4) `windows` array
-FEATURIZE_ROWS = 64  # rows per featurize call
-# The job's blocks: 16 MiB of input is ~15 min of FLAC speech (~180 clips of 5 s), under a second to featurize, and
-# holds the features of a featurize call's 64 clips of 5 s; every stage starts on a part of the input at once and a
-# large file spreads over many tasks (Ray's default, 128 MiB, read 2000 such clips as 2 blocks).
-BLOCK_BYTES = 16 << 20
+FEATURIZE_ROWS = 64  # rows per featurize task
 
 
 @dataclass(frozen=True)
@@ -345,17 +341,15 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
     columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]
-    # Reading waits on storage more than it computes: a quarter of a CPU, as decoding and writing below. (A read task
-    # holds its CPU while the stages after it catch up; with a whole one, beside a CPU encoder actor on 2 cores, none
-    # was left to featurize with.)
-    dataset = ray.data.read_parquet(config.input, num_cpus=0.25).select_columns(columns)
-    dataset.context.target_max_block_size = BLOCK_BYTES
+    dataset = ray.data.read_parquet(config.input).select_columns(columns)
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
         dataset = dataset.map_batches(
             drop_written, batch_format="pyarrow", fn_kwargs={"id_column": config.id_column, "written": written}
         )
+    # Small blocks (a reader may put many files in one) let every stage start on a part of the input at once.
+    dataset = dataset.repartition(target_num_rows_per_block=FEATURIZE_ROWS)
     device = resolve_device(config.device)
     # Featurizing asks for half a CPU and decoding and writing for a quarter, so that beside a CPU encoder actor
     # they all fit on a small machine at once and rows stream to the output instead of waiting for the last read.
