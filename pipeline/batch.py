@@ -19,7 +19,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -44,6 +44,9 @@ from pipeline.resources import (
     resolve_device,
     start_ray,
 )
+
+if TYPE_CHECKING:
+    from ray.data import Dataset  # the module imports Ray only where a job runs
 
 WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", pa.float64())])
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
@@ -341,18 +344,21 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
     columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]
-    dataset = ray.data.read_parquet(config.input).select_columns(columns)
+    # Reading, cutting (row_blocks), decoding and writing ask for a quarter of a CPU and featurizing for half, so
+    # that beside a CPU encoder actor they all fit on a small machine at once (a task waiting for the stages after
+    # it holds its CPU meanwhile) and rows stream to the output instead of waiting for the last read.
+    dataset = ray.data.read_parquet(config.input, ray_remote_args={"num_cpus": 0.25}).select_columns(columns)
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
         dataset = dataset.map_batches(
-            drop_written, batch_format="pyarrow", fn_kwargs={"id_column": config.id_column, "written": written}
+            drop_written,
+            batch_format="pyarrow",
+            fn_kwargs={"id_column": config.id_column, "written": written},
+            num_cpus=0.25,
         )
-    # Small blocks (a reader may put many files in one) let every stage start on a part of the input at once.
-    dataset = dataset.repartition(target_num_rows_per_block=FEATURIZE_ROWS)
+    dataset = row_blocks(dataset, FEATURIZE_ROWS)
     device = resolve_device(config.device)
-    # Featurizing asks for half a CPU and decoding and writing for a quarter, so that beside a CPU encoder actor
-    # they all fit on a small machine at once and rows stream to the output instead of waiting for the last read.
     (
         dataset.map_batches(
             featurize_rows,
@@ -384,6 +390,25 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
         )
     )
     return summarize(config.output)
+
+
+def row_blocks(dataset: Dataset, rows: int) -> Dataset:
+    """`dataset` in blocks of `rows` rows: small blocks (a reader may put a large file, or many small ones, in one)
+    let every stage start on a part of the input at once. Dataset.repartition(target_num_rows_per_block=rows) does
+    this in tasks of a whole CPU, and one waiting for the stages after it to take its blocks holds that CPU: on a
+    2-core node beside a CPU encoder actor no featurize task could then start (BENCHMARKS.md, the batch job's stall).
+    Ray 2.60 has no public argument for the tasks' resources, so its logical operator is built here with a quarter
+    of a CPU (tests/test_batch.py checks that the plan still has it)."""
+    from ray.data import Dataset
+    from ray.data._internal.logical.interfaces import LogicalPlan
+    from ray.data._internal.logical.operators import StreamingRepartition
+
+    operator = StreamingRepartition(
+        target_num_rows_per_block=rows,
+        input_dependencies=[dataset._logical_plan.dag],
+        ray_remote_args={"num_cpus": 0.25},
+    )
+    return Dataset._from_parent(dataset, LogicalPlan(operator, dataset.context))
 
 
 def summarize(output: str) -> dict[str, int]:

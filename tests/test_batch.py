@@ -163,6 +163,16 @@ def test_hugging_face_struct_and_path_cells(local_ray, expected, dataset, tmp_pa
     assert {row_id: row["text"] for row_id, row in made_out.items()} == {f"{i}.flac": expected[i][0] for i in ids}
 
 
+def test_one_block_is_cut_in_row_blocks_by_tasks_of_a_quarter_cpu(local_ray):
+    """What every stage starts on: one large block cut in blocks of the rows asked for, by tasks that ask for a
+    quarter of a CPU (Ray's repartition asks for a whole one, which stalled a 2-core node: BENCHMARKS.md)."""
+    blocks = batch.row_blocks(ray.data.from_items([{"id": i} for i in range(200)], override_num_blocks=1), 64)
+    assert blocks._logical_plan.dag.ray_remote_args == {"num_cpus": 0.25}
+    assert [list(block["id"]) for block in blocks.iter_batches(batch_size=None)] == [
+        list(range(start, min(start + 64, 200))) for start in range(0, 200, 64)
+    ]
+
+
 def test_missing_column_is_named(dataset, local_ray, tmp_path):
     path, _ = dataset
     with pytest.raises(ValueError, match=r"has no column 'wav' \(--audio-column\); its columns: id, audio"):
