@@ -52,6 +52,11 @@ WORD_TYPE = pa.struct([("word", pa.string()), ("start", pa.float64()), ("end", p
 NO_ERROR = ""  # between the stages errors are strings (an all-null column would not keep its type); null on output
 WINDOW_FIELDS = ("offset", "keep_start", "keep_end", "frames")  # columns of a row's (windows, 4) `windows` array
 FEATURIZE_ROWS = 64  # rows per featurize task
+# CPUs each task asks for: reading, cutting (row_blocks), decoding and writing a quarter, featurizing half, so that
+# beside a CPU encoder actor they all fit on a small machine at once (a task waiting for the stages after it holds
+# its CPU meanwhile) and rows stream to the output instead of waiting for the last read.
+LIGHT_TASK_CPUS = 0.25
+FEATURIZE_TASK_CPUS = 0.5
 
 
 @dataclass(frozen=True)
@@ -344,10 +349,7 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
     columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]
-    # Reading, cutting (row_blocks), decoding and writing ask for a quarter of a CPU and featurizing for half, so
-    # that beside a CPU encoder actor they all fit on a small machine at once (a task waiting for the stages after
-    # it holds its CPU meanwhile) and rows stream to the output instead of waiting for the last read.
-    dataset = ray.data.read_parquet(config.input, ray_remote_args={"num_cpus": 0.25}).select_columns(columns)
+    dataset = ray.data.read_parquet(config.input, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}).select_columns(columns)
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
@@ -355,7 +357,7 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
             drop_written,
             batch_format="pyarrow",
             fn_kwargs={"id_column": config.id_column, "written": written},
-            num_cpus=0.25,
+            num_cpus=LIGHT_TASK_CPUS,
         )
     dataset = row_blocks(dataset, FEATURIZE_ROWS)
     device = resolve_device(config.device)
@@ -365,7 +367,7 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
             batch_size=FEATURIZE_ROWS,
             batch_format="pyarrow",
             fn_kwargs={"config": config},
-            num_cpus=0.5,
+            num_cpus=FEATURIZE_TASK_CPUS,
         )
         .map_batches(
             encode_rows,
@@ -380,13 +382,13 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
             batch_size=config.encoder_rows,
             batch_format="numpy",
             fn_kwargs={"config": config},
-            num_cpus=0.25,
+            num_cpus=LIGHT_TASK_CPUS,
         )
         .write_parquet(
             config.output,
             min_rows_per_file=config.rows_per_file,
             max_rows_per_file=config.rows_per_file,
-            ray_remote_args={"num_cpus": 0.25},
+            ray_remote_args={"num_cpus": LIGHT_TASK_CPUS},
         )
     )
     return summarize(config.output)
@@ -397,8 +399,8 @@ def row_blocks(dataset: Dataset, rows: int) -> Dataset:
     let every stage start on a part of the input at once. Dataset.repartition(target_num_rows_per_block=rows) does
     this in tasks of a whole CPU, and one waiting for the stages after it to take its blocks holds that CPU: on a
     2-core node beside a CPU encoder actor no featurize task could then start (BENCHMARKS.md, the batch job's stall).
-    Ray 2.60 has no public argument for the tasks' resources, so its logical operator is built here with a quarter
-    of a CPU (tests/test_batch.py checks that the plan still has it)."""
+    Ray 2.60 has no public argument for the tasks' resources, so its (private) logical operator is built here with
+    LIGHT_TASK_CPUS; tests/test_batch.py checks that it still cuts, so a Ray that moves it fails there."""
     from ray.data import Dataset
     from ray.data._internal.logical.interfaces import LogicalPlan
     from ray.data._internal.logical.operators import StreamingRepartition
@@ -406,7 +408,7 @@ def row_blocks(dataset: Dataset, rows: int) -> Dataset:
     operator = StreamingRepartition(
         target_num_rows_per_block=rows,
         input_dependencies=[dataset._logical_plan.dag],
-        ray_remote_args={"num_cpus": 0.25},
+        ray_remote_args={"num_cpus": LIGHT_TASK_CPUS},
     )
     return Dataset._from_parent(dataset, LogicalPlan(operator, dataset.context))
 
