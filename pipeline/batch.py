@@ -37,9 +37,7 @@ from model.windows import DEFAULT_CONTEXT_SECONDS, Window
 from pipeline.options import add_decoding_arguments, decoding_arguments, split_hotwords
 from pipeline.resources import (
     DEVICES,
-    HEAVY_ENCODER_PARAMETERS,
     check_threads,
-    cpu_threads,
     encoder_resources,
     resolve_device,
     start_ray,
@@ -57,6 +55,8 @@ FEATURIZE_ROWS = 64  # rows per featurize task
 # its CPU meanwhile) and rows stream to the output instead of waiting for the last read.
 LIGHT_TASK_CPUS = 0.25
 FEATURIZE_TASK_CPUS = 0.5
+FOOTER_READERS_VARIABLE = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"  # read_input
+MOST_FOOTER_READERS = 32  # Ray Data's default
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class BatchConfig:
     model: str | None = None  # checkpoint directory; None: the embedded default model
     device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
     encoders: int = 1  # the encoder actor pool grows from 1 to this many actors (one GPU each on cuda)
-    encoder_threads: int | None = None  # torch threads of an encoder actor on cpu; None: cpu_threads() decides
+    encoder_threads: int | None = None  # torch threads of an encoder actor on cpu; None: all the node's cores
     encoder_rows: int = 64  # rows per encoder call: their windows are sorted by length into the buckets
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
@@ -200,8 +200,11 @@ class EncodeRows:
     def __init__(self, config: BatchConfig, device: str) -> None:
         self.config = config
         self.encoder = self.load_encoder(config, device)
-        if device == "cpu":  # Ray's OMP_NUM_THREADS=1 would leave the node's other cores idle
-            torch.set_num_threads(cpu_threads(config.encoder_threads, self.encoder.parameter_count))
+        # On cpu all the node's cores (Ray's OMP_NUM_THREADS=1 would leave the rest idle), for a light model too,
+        # unlike a Serve Encoder replica's (cpu_threads()): the featurize tasks do a fifth of its work and run ahead
+        # of it, so a core kept for them would idle most of the job (BENCHMARKS.md, the batch job).
+        if device == "cpu":
+            torch.set_num_threads(config.encoder_threads or os.cpu_count() or 1)
         if self.encoder.fixed_shapes:
             self.encoder.warm_up()
 
@@ -308,7 +311,7 @@ def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table
 
 def check_input(config: BatchConfig) -> int:
     """Before Ray starts: the input can be read, has both columns, and every row has an id of its own (resuming
-    skips the ids already written, so a repeated id would lose or repeat rows). Returns its row count; raises
+    skips the ids already written, so a repeated id would lose or repeat rows). Returns its number of files; raises
     ValueError saying what is wrong."""
     try:
         source = pads.dataset(config.input, format="parquet")
@@ -333,7 +336,7 @@ def check_input(config: BatchConfig) -> int:
             f"{config.input}: id {first['values']!r} is on {first['counts']} rows ({len(repeated)} id(s) repeated, "
             f"--id-column {config.id_column}); each row needs an id of its own, since resuming skips written ids"
         )
-    return len(ids)
+    return len(source.files)
 
 
 def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict[str, int]:
@@ -342,14 +345,14 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     `encode_rows` is the encoder actors' class (a benchmark's stand-in takes the model's work out)."""
     import ray
 
-    check_input(config)
+    files = check_input(config)
     options = config.decoding()
     if options.hotwords or options.lm_path:  # the job's own hotwords and language model, before Ray starts
         _decoder(config.model)[0].check(options)
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
     columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]
-    dataset = ray.data.read_parquet(config.input, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS}).select_columns(columns)
+    dataset = read_input(config.input, files).select_columns(columns)
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
@@ -392,6 +395,22 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
         )
     )
     return summarize(config.output)
+
+
+def read_input(path: str, files: int) -> Dataset:
+    """The input's rows, read by tasks of LIGHT_TASK_CPUS. Ray Data reads parquet footers in a pool of actors, each
+    a new process, of RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (32 by default), read from the driver's environment when
+    read_parquet is called; 32 for a single file delayed the first encoder call on a 2-core node by about 6 s
+    (BENCHMARKS.md, the batch job), so unless the variable is set the pool has one actor per file, up to 32."""
+    import ray
+
+    previous = os.environ.get(FOOTER_READERS_VARIABLE)
+    os.environ[FOOTER_READERS_VARIABLE] = previous or str(min(max(files, 1), MOST_FOOTER_READERS))
+    try:
+        return ray.data.read_parquet(path, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
+    finally:
+        if previous is None:
+            del os.environ[FOOTER_READERS_VARIABLE]
 
 
 def row_blocks(dataset: Dataset, rows: int) -> Dataset:
@@ -451,13 +470,7 @@ OPTIONS = [
     ("id_column", str, "unique row ids: resuming skips those already written"),
     ("model", str, "checkpoint directory (default: embedded model)"),
     ("encoders", int, "most encoder actors (one GPU each on cuda)"),
-    (
-        "encoder_threads",
-        int,
-        "torch threads of an encoder actor on cpu (default: all the node's cores for a model of "
-        f"{HEAVY_ENCODER_PARAMETERS // 1_000_000}M parameters or more, all but one, which the featurize and decode "
-        "tasks use, for a smaller one)",
-    ),
+    ("encoder_threads", int, "torch threads of an encoder actor on cpu (default: all the node's cores)"),
     ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
     ("rows_per_file", int, "most rows per output file; an interrupted job redoes at most the files not yet written"),
     ("max_duration", float, "seconds; longer rows get an error"),

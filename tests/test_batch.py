@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import soundfile
+import torch
 
 from model import load_model
 from pipeline import batch, resources
@@ -171,6 +172,34 @@ def test_one_block_is_cut_in_row_blocks_by_tasks_of_a_quarter_cpu(local_ray):
     assert [list(block["id"]) for block in blocks.iter_batches(batch_size=None)] == [
         list(range(start, min(start + 64, 200))) for start in range(0, 200, 64)
     ]
+
+
+def test_the_footers_of_one_file_are_read_by_one_actor(dataset, local_ray, monkeypatch):
+    """Not Ray Data's 32 new processes for one footer (BENCHMARKS.md); a pool the environment sizes stays."""
+
+    def footer_readers(dataset: ray.data.Dataset) -> int:
+        operator = dataset._logical_plan.dag
+        while not hasattr(operator, "file_indexer"):  # from the Read back to its ListFiles
+            (operator,) = operator.input_dependencies
+        return operator.file_indexer._num_actors
+
+    path, _ = dataset
+    assert footer_readers(batch.read_input(str(path), batch.check_input(batch.BatchConfig(str(path), "out")))) == 1
+    assert batch.FOOTER_READERS_VARIABLE not in os.environ
+    monkeypatch.setenv(batch.FOOTER_READERS_VARIABLE, "3")
+    assert footer_readers(batch.read_input(str(path), 1)) == 3
+
+
+@pytest.mark.parametrize(("asked", "threads"), [(None, os.cpu_count()), (1, 1)])
+def test_a_cpu_encoder_actor_takes_every_core_unless_told(asked, threads):
+    """The embedded model's encoder too: unlike a Serve replica's, no core is kept for the featurize tasks, which
+    run ahead of it (BENCHMARKS.md, the batch job)."""
+    before = torch.get_num_threads()
+    try:
+        batch.EncodeRows(batch.BatchConfig(input="in", output="out", encoder_threads=asked), "cpu")
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_missing_column_is_named(dataset, local_ray, tmp_path):
