@@ -20,6 +20,7 @@ import functools
 import math
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,7 +172,12 @@ class Encoder:
 
     Compiled, it runs only the buckets' fixed (batch, frames) shapes, so the compiled model never recompiles; on
     CUDA in `dtype` with CUDA graphs ("reduce-overhead"), on CPU through inductor. Eager, a batch is padded only
-    to its longest window: fixed shapes would buy nothing but padding."""
+    to its longest window: fixed shapes would buy nothing but padding.
+
+    `workers` threads run a call's batches side by side (the network keeps no state between calls); with torch on
+    one thread (torch.set_num_threads(1)) each op then runs on its own batch's thread. On CPU cores shared with
+    other work that is faster than one batch at a time on torch's threads, whose every op waits for the slowest
+    (BENCHMARKS.md, the batch job)."""
 
     def __init__(
         self,
@@ -180,8 +186,11 @@ class Encoder:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
+        workers: int = 1,
     ) -> None:
         self.buckets = buckets
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(workers, "encoder") if workers > 1 else None
         self.device = torch.device(device)
         self.dtype = dtype
         self.network = network.to(self.device, dtype).eval()
@@ -207,11 +216,12 @@ class Encoder:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
+        workers: int = 1,
     ) -> Encoder:
         directory = checkpoint.resolve(model)
         config, feature_config = checkpoint.read_configs(directory)
         check_position_table(config, feature_config, buckets)
-        return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile)
+        return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile, workers)
 
     def warm_up(self) -> None:
         """Run every bucket once (twice for CUDA graphs to record), so no request pays for compilation."""
@@ -259,16 +269,25 @@ class Encoder:
         for features in windows:
             self.check(features)
         results: list[np.ndarray] = [NOTHING_ENCODED] * len(windows)
-        for group, (batch, frames) in self.plan(windows):
-            padded = np.zeros((batch, frames, self.mels), np.float32)
-            lengths = np.full(batch, frames)  # filler rows are full length so their masks stay well-formed
-            for row, index in enumerate(group):
-                padded[row, : len(windows[index])] = windows[index]
-                lengths[row] = len(windows[index])
-            rows_scored = [bool(scored and scored[index]) for index in group] + [False] * (batch - len(group))
-            for index, encoded in zip(group, self._run(padded, lengths, rows_scored)):
+        plan = self.plan(windows)
+        run = functools.partial(self._run_batch, windows, scored)
+        for (group, _), outputs in zip(plan, self._pool.map(run, plan) if self._pool else map(run, plan)):
+            for index, encoded in zip(group, outputs):
                 results[index] = encoded
         return results
+
+    def _run_batch(
+        self, windows: list[np.ndarray], scored: list[bool] | None, batch: tuple[list[int], tuple[int, int]]
+    ) -> list[np.ndarray]:
+        """One batch of the plan: its windows' outputs, in the group's order."""
+        group, (size, frames) = batch
+        padded = np.zeros((size, frames, self.mels), np.float32)
+        lengths = np.full(size, frames)  # filler rows are full length so their masks stay well-formed
+        for row, index in enumerate(group):
+            padded[row, : len(windows[index])] = windows[index]
+            lengths[row] = len(windows[index])
+        rows_scored = [bool(scored and scored[index]) for index in group] + [False] * (size - len(group))
+        return self._run(padded, lengths, rows_scored)[: len(group)]
 
     def encode_isolating_failures(
         self, requests: list[list[np.ndarray]], scored: list[bool] | None = None

@@ -200,18 +200,20 @@ class EncodeRows:
     def __init__(self, config: BatchConfig, device: str) -> None:
         self.config = config
         self.encoder = self.load_encoder(config, device)
-        # On cpu all the node's cores (Ray's OMP_NUM_THREADS=1 would leave the rest idle), for a light model too,
-        # unlike a Serve Encoder replica's (cpu_threads()): the featurize tasks do a fifth of its work and run ahead
-        # of it, so a core kept for them would idle most of the job (BENCHMARKS.md, the batch job).
-        if device == "cpu":
-            torch.set_num_threads(config.encoder_threads or os.cpu_count() or 1)
         if self.encoder.fixed_shapes:
             self.encoder.warm_up()
 
     def load_encoder(self, config: BatchConfig, device: str) -> Encoder:
-        return Encoder.from_pretrained(
-            config.model, config.buckets, device, default_dtype(device), compile=device == "cuda"
-        )
+        """On cuda compiled; on cpu eager, on all the node's cores (Ray's OMP_NUM_THREADS=1 would leave the rest
+        idle), for a light model too, unlike a Serve Encoder replica (cpu_threads()): the featurize tasks do a fifth
+        of its work and run ahead of it, so a core kept for them would idle most of the job. Each thread runs a batch
+        of windows of its own, each op on one torch thread: beside the featurize tasks on the same cores that was
+        faster than torch's threads on one batch, which wait for each other at every op (BENCHMARKS.md)."""
+        if device == "cuda":
+            return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), compile=True)
+        torch.set_num_threads(1)
+        workers = config.encoder_threads or os.cpu_count() or 1
+        return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), workers=workers)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [

@@ -101,6 +101,21 @@ def test_encoder_rejects_windows_its_buckets_cannot_hold(small_checkpoint) -> No
         encoder([np.zeros((20, 64), np.float32)])
 
 
+def test_batches_run_side_by_side_give_the_same_outputs(small_checkpoint, speechlike) -> None:
+    """Three batches (batch size 1) on two threads, one torch thread each, as the batch job's CPU encoder runs."""
+    buckets = Buckets((1,), (200, 400))
+    featurizer, one_at_a_time, _ = stages(small_checkpoint.directory, buckets)
+    side_by_side = Encoder.from_pretrained(small_checkpoint.directory, buckets, workers=2)
+    features = [featurizer(clip).features[0] for clip in speechlike]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        pairs = zip(side_by_side(features, [False, True, False]), one_at_a_time(features, [False, True, False]))
+        assert all(np.array_equal(a, b) for a, b in pairs)
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
 def test_compiled_encoder_matches_eager_and_never_recompiles_after_warm_up(small_checkpoint, speechlike) -> None:
     buckets = Buckets((1, 2), (200, 400))
