@@ -2,7 +2,7 @@
 
     python bench/batch_throughput.py                 # embedded model, CPU, 400 synthesised sentences
     python bench/batch_throughput.py --clips 2000 --mixed   # ~6000 s in rows of 2-30 s (sentences back to back)
-    python bench/batch_throughput.py --clips 2000 --mixed --encoder-threads 2   # the encoder actor's torch threads
+    python bench/batch_throughput.py --clips 2000 --mixed --encoder-threads 1   # the encoder actor on one thread
 
 Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) of each runner, and when the
 job's encoder actor worked: its first call after the job's start-up, its last, and its busy time.
@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--clips", type=int, default=400, help="sentences synthesised")
     parser.add_argument("--mixed", action="store_true", help="rows of 2-30 s: the sentences back to back")
-    parser.add_argument("--encoder-threads", type=int, help="torch threads of the job's encoder actor (its default)")
+    parser.add_argument("--encoder-threads", type=int, help="threads of the job's encoder actor (default: the cores)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:

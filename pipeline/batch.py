@@ -68,7 +68,7 @@ class BatchConfig:
     model: str | None = None  # checkpoint directory; None: the embedded default model
     device: str = "auto"  # auto: cuda when the Ray cluster has GPUs, else cpu
     encoders: int = 1  # the encoder actor pool grows from 1 to this many actors (one GPU each on cuda)
-    encoder_threads: int | None = None  # torch threads of an encoder actor on cpu; None: all the node's cores
+    encoder_threads: int | None = None  # threads of an encoder actor on cpu, a batch each; None: the node's cores
     encoder_rows: int = 64  # rows per encoder call: their windows are sorted by length into the buckets
     batch_sizes: tuple[int, ...] = Buckets.batch_sizes
     frame_counts: tuple[int, ...] = Buckets.frame_counts
@@ -472,7 +472,7 @@ OPTIONS = [
     ("id_column", str, "unique row ids: resuming skips those already written"),
     ("model", str, "checkpoint directory (default: embedded model)"),
     ("encoders", int, "most encoder actors (one GPU each on cuda)"),
-    ("encoder_threads", int, "torch threads of an encoder actor on cpu (default: all the node's cores)"),
+    ("encoder_threads", int, "threads of an encoder actor on cpu, each encoding a batch (default: the node's cores)"),
     ("encoder_rows", int, "rows per encoder call (their windows are sorted by length into the buckets)"),
     ("rows_per_file", int, "most rows per output file; an interrupted job redoes at most the files not yet written"),
     ("max_duration", float, "seconds; longer rows get an error"),
