@@ -35,9 +35,9 @@ def calls(path: Path, config: BatchConfig) -> list[dict]:
     return [featurize_rows(table.slice(start, 64), config) for start in range(0, len(table), 64)]
 
 
-def timed(actor: EncodeRows, batches: list[dict], torch_threads: int, workers: int, model: str | None) -> float:
+def timed(actor: EncodeRows, batches: list[dict], torch_threads: int, threads: int | None, model: str | None) -> float:
     torch.set_num_threads(torch_threads)
-    actor.encoder = Encoder.from_pretrained(model, actor.config.buckets, workers=workers)
+    actor.encoder = Encoder.from_pretrained(model, actor.config.buckets, threads=threads)
     started = time.perf_counter()
     for batch in batches:
         actor(batch)
@@ -59,8 +59,8 @@ def main() -> None:
     seconds = sum(float(duration) for batch in batches for duration in batch["duration"])
     actor = EncodeRows(config, "cpu")
     ways = [
-        ("one batch at a time, 1 torch thread", 1, 1),
-        (f"one batch at a time, {cores} torch threads", cores, 1),
+        ("one batch at a time, 1 torch thread", 1, None),
+        (f"one batch at a time, {cores} torch threads", cores, None),
         (f"{cores} batches side by side, 1 torch thread each", 1, cores),
     ]
     print(f"{len(batches)} calls, {seconds:.0f} s of audio, {cores} cores, torch {torch.__version__}", file=sys.stderr)
@@ -68,8 +68,8 @@ def main() -> None:
     for busy in (False, True):
         other = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
-            for name, torch_threads, workers in ways:
-                wall = timed(actor, batches, torch_threads, workers, args.model)
+            for name, torch_threads, threads in ways:
+                wall = timed(actor, batches, torch_threads, threads, args.model)
                 print(f"| {'one busy process beside' if busy else 'idle'} | {name} | {wall:.1f} |", flush=True)
         finally:
             if other:

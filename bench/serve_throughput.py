@@ -3,7 +3,7 @@
     python bench/serve_throughput.py                          # embedded model, CPU, 48 clips of 2-15 s, 32 at once
     python bench/serve_throughput.py --shape-0.6b --seconds 10 10 --clips 32   # random weights, parakeet-ctc-0.6b
     python bench/serve_throughput.py --model DIR --clips 96 --concurrency 64
-    python bench/serve_throughput.py --encoder-threads 2    # the Encoder replica's torch threads
+    python bench/serve_throughput.py --encoder-threads 2    # the Encoder replica's threads
 
 Prints one markdown table (for BENCHMARKS.md): audio seconds per wall second (RTFx) and request latency, and the
 ratios of Serve to in-process. Two rows say what the unloaded latency is made of: the in-process call on the torch
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs=2, default=[2.0, 15.0], metavar=("SHORTEST", "LONGEST"))
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--compile", action="store_true", help="torch.compile the encoder on CPU too (slow start)")
-    parser.add_argument("--encoder-threads", type=int, help="torch threads of the Encoder replica (default: the app's)")
+    parser.add_argument("--encoder-threads", type=int, help="threads of the Encoder replica (default: the app's)")
     args = parser.parse_args()
     if args.big:
         args.model = tempfile.mkdtemp(prefix="parakeet-0.6b-")

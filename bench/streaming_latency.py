@@ -91,9 +91,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=30.0, help="audio per stream")
-    parser.add_argument(
-        "--encoder-threads", type=int, default=None, help="torch threads of the encoder (default: all cores)"
-    )
+    parser.add_argument("--encoder-threads", type=int, default=None, help="threads of the encoder (default: the app's)")
     args = parser.parse_args()
 
     clips = [speech(args.seconds, seed) for seed in range(8)]

@@ -43,7 +43,7 @@ class AppConfig:
     max_audio_seconds: float = 3 * 3600.0  # an upload that decodes to longer gets 413, found before it is decoded
     max_stream_seconds: float = 3 * 3600.0  # a /v1/realtime session is closed when its audio runs past this
     upload_idle_timeout_s: float = 30.0  # a request whose body stops arriving for this long gets 408
-    encoder_threads: int | None = None  # torch CPU threads of a cpu encoder replica; None: cpu_threads() decides
+    encoder_threads: int | None = None  # CPU threads of a cpu encoder replica; None: cpu_threads() decides
     # Transcriber (ingress) replicas where the config gives no autoscaling_config (`parakeet serve`): two, so that
     # when one dies the proxy sends new requests to the other while Serve replaces it.
     ingress_replicas: int = 2

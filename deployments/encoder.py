@@ -46,8 +46,6 @@ class EncoderDeployment:
         # One thread runs all model work, so CUDA graphs are recorded and replayed on the same thread.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         self.encoder = self._executor.submit(self.load_encoder, config, device).result()
-        if device == "cpu":
-            torch.set_num_threads(cpu_threads(config.encoder_threads, self.encoder.parameter_count))
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
         self.reconfigure(asdict(ENCODER_BATCHING))
@@ -66,9 +64,14 @@ class EncoderDeployment:
         )
 
     def load_encoder(self, config: AppConfig, device: str) -> Encoder:
-        return Encoder.from_pretrained(
+        """On cpu the encoder runs on cpu_threads() threads, a call's batches side by side on them (model.stages:
+        Encoder); on cuda, one batch at a time."""
+        encoder = Encoder.from_pretrained(
             config.model, config.buckets, device, config.torch_dtype(device), config.compiles_on(device)
         )
+        if device == "cpu":
+            encoder.use_threads(cpu_threads(config.encoder_threads, encoder.parameter_count))
+        return encoder
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Batching (deployments.config.Batching) from the deployment's `user_config`: requests per batch, whose

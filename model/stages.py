@@ -174,10 +174,12 @@ class Encoder:
     CUDA in `dtype` with CUDA graphs ("reduce-overhead"), on CPU through inductor. Eager, a batch is padded only
     to its longest window: fixed shapes would buy nothing but padding.
 
-    `workers` threads run a call's batches side by side (the network keeps no state between calls); with torch on
-    one thread (torch.set_num_threads(1)) each op then runs on its own batch's thread. On CPU cores shared with
-    other work that is faster than one batch at a time on torch's threads, whose every op waits for the slowest
-    (BENCHMARKS.md, the batch job)."""
+    With `threads` (on CPU: the cores it may use) a call's batches run side by side, as many at once as there are
+    threads, each on its share of them (the network keeps no state between calls): one batch on all of them, two
+    on half each, as many as there are threads on one each; eager, a call is cut into at least that many batches.
+    On cores shared with other work that is faster than one batch at a time on torch's threads, whose every op
+    waits for the slowest (BENCHMARKS.md, the batch job and the Serve app). Without, batches run one at a time on
+    the process's torch threads."""
 
     def __init__(
         self,
@@ -186,11 +188,10 @@ class Encoder:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
-        workers: int = 1,
+        threads: int | None = None,
     ) -> None:
         self.buckets = buckets
-        self.workers = workers
-        self._pool = ThreadPoolExecutor(workers, "encoder") if workers > 1 else None
+        self.use_threads(threads)
         self.device = torch.device(device)
         self.dtype = dtype
         self.network = network.to(self.device, dtype).eval()
@@ -216,12 +217,19 @@ class Encoder:
         device: str = "cpu",
         dtype: torch.dtype = torch.float32,
         compile: bool = False,
-        workers: int = 1,
+        threads: int | None = None,
     ) -> Encoder:
         directory = checkpoint.resolve(model)
         config, feature_config = checkpoint.read_configs(directory)
         check_position_table(config, feature_config, buckets)
-        return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile, workers)
+        return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile, threads)
+
+    def use_threads(self, threads: int | None) -> None:
+        """Run on `threads` CPU threads from now on (None: one batch at a time on the process's torch threads)."""
+        if threads is not None and threads < 1:
+            raise ValueError(f"an encoder needs at least one thread, got {threads}")
+        self.threads = threads
+        self._pool = ThreadPoolExecutor(threads, "encoder") if threads and threads > 1 else None
 
     def warm_up(self) -> None:
         """Run every bucket once (twice for CUDA graphs to record), so no request pays for compilation."""
@@ -260,6 +268,8 @@ class Encoder:
         and its padded (batch, frames) shape."""
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
         size = self.buckets.max_batch_size
+        if self.threads and not self.fixed_shapes:  # a batch for each thread, where there are windows enough
+            size = max(1, min(size, math.ceil(len(order) / self.threads)))
         groups = [order[start : start + size] for start in range(0, len(order), size)]
         return [(group, self.shape_for(len(group), len(windows[group[0]]))) for group in groups]
 
@@ -270,16 +280,26 @@ class Encoder:
             self.check(features)
         results: list[np.ndarray] = [NOTHING_ENCODED] * len(windows)
         plan = self.plan(windows)
-        run = functools.partial(self._run_batch, windows, scored)
-        for (group, _), outputs in zip(plan, self._pool.map(run, plan) if self._pool else map(run, plan)):
+        side_by_side = min(self.threads or 1, len(plan))
+        torch_threads = self.threads // side_by_side if self.threads and plan else None
+        run = functools.partial(self._run_batch, windows, scored, torch_threads)
+        batches = self._pool.map(run, plan) if self._pool and side_by_side > 1 else map(run, plan)
+        for (group, _), outputs in zip(plan, batches):
             for index, encoded in zip(group, outputs):
                 results[index] = encoded
         return results
 
     def _run_batch(
-        self, windows: list[np.ndarray], scored: list[bool] | None, batch: tuple[list[int], tuple[int, int]]
+        self,
+        windows: list[np.ndarray],
+        scored: list[bool] | None,
+        torch_threads: int | None,
+        batch: tuple[list[int], tuple[int, int]],
     ) -> list[np.ndarray]:
-        """One batch of the plan: its windows' outputs, in the group's order."""
+        """One batch of the plan, on `torch_threads` of this thread's own (None: as they are): its windows'
+        outputs, in the group's order."""
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)  # OpenMP's thread count is each thread's own
         group, (size, frames) = batch
         padded = np.zeros((size, frames, self.mels), np.float32)
         lengths = np.full(size, frames)  # filler rows are full length so their masks stay well-formed

@@ -27,7 +27,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-import torch
 
 from model import checkpoint
 from model.audio import SAMPLE_RATE, AudioSource
@@ -206,14 +205,13 @@ class EncodeRows:
     def load_encoder(self, config: BatchConfig, device: str) -> Encoder:
         """On cuda compiled; on cpu eager, on all the node's cores (Ray's OMP_NUM_THREADS=1 would leave the rest
         idle), for a light model too, unlike a Serve Encoder replica (cpu_threads()): the featurize tasks do a fifth
-        of its work and run ahead of it, so a core kept for them would idle most of the job. Each thread runs a batch
-        of windows of its own, each op on one torch thread: beside the featurize tasks on the same cores that was
-        faster than torch's threads on one batch, which wait for each other at every op (BENCHMARKS.md)."""
+        of its work and run ahead of it, so a core kept for them would idle most of the job. A call's batches run side
+        by side, one per core on one torch thread each: beside the featurize tasks on the same cores that was faster
+        than torch's threads on one batch, which wait for each other at every op (BENCHMARKS.md)."""
         if device == "cuda":
             return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), compile=True)
-        torch.set_num_threads(1)
-        workers = config.encoder_threads or os.cpu_count() or 1
-        return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), workers=workers)
+        threads = config.encoder_threads or os.cpu_count() or 1
+        return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [

@@ -117,12 +117,14 @@ HEAVY_ENCODER_PARAMETERS = 50_000_000
 
 
 def cpu_threads(requested: int | None, encoder_parameters: int) -> int:
-    """Torch threads of an encoder on cpu: the number asked for; else all the machine's cores for a heavy encoder
+    """Threads of a Serve encoder replica on cpu (a call's batches side by side on them, model.stages.Encoder):
+    the number asked for; else all the machine's cores for a heavy encoder
     (HEAVY_ENCODER_PARAMETERS or more), whose work is nearly all there is; else all but one, which the CPU stages
     beside a light one need (the proxy and ingress replicas, busy with every request while it encodes). Ray's own
     OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes. On 2 cores, with the Serve app,
-    the embedded model served 1.3x more with one encoder thread than with two, the 0.6b shape 1.06-1.5x more with
-    two than with one (BENCHMARKS.md)."""
+    the embedded model served as much with one encoder thread as with two (1.3x more with one when two were torch's
+    threads on one batch), the 0.6b shape 1.45x more with two batches side by side than with torch's two threads on
+    one (BENCHMARKS.md)."""
     if requested is not None:
         return requested
     cores = os.cpu_count() or 1

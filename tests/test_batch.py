@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 import soundfile
-import torch
 
 from model import load_model
 from pipeline import batch, resources
@@ -193,13 +192,9 @@ def test_the_footers_of_one_file_are_read_by_one_actor(dataset, local_ray, monke
 @pytest.mark.parametrize(("asked", "threads"), [(None, os.cpu_count()), (1, 1)])
 def test_a_cpu_encoder_actor_runs_a_batch_on_each_core_unless_told(asked, threads):
     """The embedded model's encoder too: unlike a Serve replica's, no core is kept for the featurize tasks, which
-    run ahead of it; each thread runs a batch of its own on one torch thread (BENCHMARKS.md, the batch job)."""
-    before = torch.get_num_threads()
-    try:
-        actor = batch.EncodeRows(batch.BatchConfig(input="in", output="out", encoder_threads=asked), "cpu")
-        assert (actor.encoder.workers, torch.get_num_threads()) == (threads, 1)
-    finally:
-        torch.set_num_threads(before)
+    run ahead of it; a call's batches run side by side on them (BENCHMARKS.md, the batch job)."""
+    actor = batch.EncodeRows(batch.BatchConfig(input="in", output="out", encoder_threads=asked), "cpu")
+    assert actor.encoder.threads == threads
 
 
 def test_missing_column_is_named(dataset, local_ray, tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 pytest.importorskip("ray.serve")
 
@@ -47,15 +46,10 @@ def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> N
 
 def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> None:
     """Ray sets OMP_NUM_THREADS=1 in its workers; the encoder chooses its own threads (pipeline.resources): a light
-    one, as the test checkpoint, leaves a core to the CPU stages."""
-    before = torch.get_num_threads()
-    try:
-        for asked, expected in ((None, max(1, (os.cpu_count() or 1) - 1)), (3, 3)):
-            options = AppConfig(model=str(small_checkpoint.directory), device="cpu", encoder_threads=asked)
-            EncoderDeployment.func_or_class(options, "cpu")
-            assert torch.get_num_threads() == expected
-    finally:
-        torch.set_num_threads(before)
+    one, as the test checkpoint, leaves a core to the CPU stages; a call's batches run side by side on them."""
+    for asked, expected in ((None, max(1, (os.cpu_count() or 1) - 1)), (3, 3)):
+        options = AppConfig(model=str(small_checkpoint.directory), device="cpu", encoder_threads=asked)
+        assert EncoderDeployment.func_or_class(options, "cpu").encoder.threads == expected
 
 
 def test_a_heavy_encoder_takes_every_core(monkeypatch) -> None:

@@ -105,15 +105,40 @@ def test_batches_run_side_by_side_give_the_same_outputs(small_checkpoint, speech
     """Three batches (batch size 1) on two threads, one torch thread each, as the batch job's CPU encoder runs."""
     buckets = Buckets((1,), (200, 400))
     featurizer, one_at_a_time, _ = stages(small_checkpoint.directory, buckets)
-    side_by_side = Encoder.from_pretrained(small_checkpoint.directory, buckets, workers=2)
+    side_by_side = Encoder.from_pretrained(small_checkpoint.directory, buckets, threads=2)
     features = [featurizer(clip).features[0] for clip in speechlike]
     threads = torch.get_num_threads()
     try:
-        torch.set_num_threads(1)
         pairs = zip(side_by_side(features, [False, True, False]), one_at_a_time(features, [False, True, False]))
         assert all(np.array_equal(a, b) for a, b in pairs)
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(("windows", "batches", "torch_threads"), [(1, [1], 4), (2, [1, 1], 2), (8, [2, 2, 2, 2], 1)])
+def test_an_eager_call_is_cut_into_a_batch_per_thread_each_on_its_share(
+    small_checkpoint, monkeypatch, windows, batches, torch_threads
+) -> None:
+    """With 4 threads: one window runs on all four torch threads, two side by side on two each, eight in four
+    batches of two on one each; never more than the buckets' largest batch."""
+    encoder = Encoder.from_pretrained(small_checkpoint.directory, Buckets((1, 8), (200, 400)), threads=4)
+    features = [np.zeros((100, encoder.mels), np.float32)] * windows
+    assert [len(group) for group, _ in encoder.plan(features)] == batches
+    seen = []
+    run = encoder._run
+
+    def recorded(padded, lengths, scored):
+        seen.append(torch.get_num_threads())
+        return run(padded, lengths, scored)
+
+    monkeypatch.setattr(encoder, "_run", recorded)
+    before = torch.get_num_threads()
+    try:
+        assert len(encoder(features)) == windows
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [torch_threads] * len(batches)
+    assert [len(group) for group, _ in encoder.plan(features[:1] * 64)] == [8] * 8
 
 
 @pytest.mark.slow
