@@ -280,14 +280,22 @@ class Encoder:
             self.check(features)
         results: list[np.ndarray] = [NOTHING_ENCODED] * len(windows)
         plan = self.plan(windows)
-        side_by_side = min(self.threads or 1, len(plan))
-        torch_threads = self.threads // side_by_side if self.threads and plan else None
-        run = functools.partial(self._run_batch, windows, scored, torch_threads)
-        batches = self._pool.map(run, plan) if self._pool and side_by_side > 1 else map(run, plan)
+        run = functools.partial(self._run_batch, windows, scored)
+        shares = self.thread_shares(len(plan))
+        batches = self._pool.map(run, shares, plan) if self._pool and len(plan) > 1 else map(run, shares, plan)
         for (group, _), outputs in zip(plan, batches):
             for index, encoded in zip(group, outputs):
                 results[index] = encoded
         return results
+
+    def thread_shares(self, batches: int) -> list[int | None]:
+        """The torch threads each of a call's batches runs on: the encoder's threads shared among as many as run at
+        once (the longest batches, first in the plan, take the odd ones), one each beyond that; None without
+        threads (the process's torch threads as they are)."""
+        if not self.threads:
+            return [None] * batches
+        at_once = min(self.threads, batches)
+        return [self.threads // at_once + (batch < self.threads % at_once) for batch in range(batches)]
 
     def _run_batch(
         self,

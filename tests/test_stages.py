@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -115,29 +116,37 @@ def test_batches_run_side_by_side_give_the_same_outputs(small_checkpoint, speech
         torch.set_num_threads(threads)
 
 
-@pytest.mark.parametrize(("windows", "batches", "torch_threads"), [(1, [1], 4), (2, [1, 1], 2), (8, [2, 2, 2, 2], 1)])
+@pytest.mark.parametrize(
+    ("windows", "batches", "torch_threads"),
+    [(1, [1], [4]), (2, [1, 1], [2, 2]), (3, [1, 1, 1], [2, 1, 1]), (8, [2, 2, 2, 2], [1, 1, 1, 1])],
+)
 def test_an_eager_call_is_cut_into_a_batch_per_thread_each_on_its_share(
     small_checkpoint, monkeypatch, windows, batches, torch_threads
 ) -> None:
-    """With 4 threads: one window runs on all four torch threads, two side by side on two each, eight in four
-    batches of two on one each; never more than the buckets' largest batch."""
+    """With 4 threads: one window runs on all four torch threads, two side by side on two each, three on two, one
+    and one, eight in four batches of two on one each; never more than the buckets' largest batch."""
     encoder = Encoder.from_pretrained(small_checkpoint.directory, Buckets((1, 8), (200, 400)), threads=4)
     features = [np.zeros((100, encoder.mels), np.float32)] * windows
     assert [len(group) for group, _ in encoder.plan(features)] == batches
-    seen = []
-    run = encoder._run
+    set_in_thread, seen = {}, []  # torch's thread count is each thread's own: what each batch's thread set last
+    set_num_threads, run = torch.set_num_threads, encoder._run
 
-    def recorded(padded, lengths, scored):
-        seen.append(torch.get_num_threads())
+    def recorded_set(threads: int) -> None:
+        set_in_thread[threading.get_ident()] = threads
+        set_num_threads(threads)
+
+    def recorded_run(padded, lengths, scored):
+        seen.append(set_in_thread[threading.get_ident()])
         return run(padded, lengths, scored)
 
-    monkeypatch.setattr(encoder, "_run", recorded)
+    monkeypatch.setattr(torch, "set_num_threads", recorded_set)
+    monkeypatch.setattr(encoder, "_run", recorded_run)
     before = torch.get_num_threads()
     try:
         assert len(encoder(features)) == windows
     finally:
-        torch.set_num_threads(before)
-    assert seen == [torch_threads] * len(batches)
+        set_num_threads(before)
+    assert sorted(seen, reverse=True) == torch_threads
     assert [len(group) for group, _ in encoder.plan(features[:1] * 64)] == [8] * 8
 
 
