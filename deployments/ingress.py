@@ -78,28 +78,42 @@ async def _validation_error(request: Request, err: RequestValidationError) -> JS
     return error_response(400, f"invalid request: {problems}", "invalid_request")
 
 
-@app.middleware("http")
-async def _admit(request: Request, call_next):
-    """Refuse a request without a valid API key, or with an oversized body (by its Content-Length), before its
-    body is read."""
+def _refusal(request: Request) -> JSONResponse | None:
+    """The answer to a request without a valid API key, or with an oversized body (by its Content-Length); None
+    for one to admit."""
     keys = getattr(request.app.state, "api_keys", None)
-    refusal = keys and keys.check_http(request.url.path, request.headers.get("authorization"))
-    if refusal:
-        return unauthorized(refusal)
+    reason = keys and keys.check_http(request.url.path, request.headers.get("authorization"))
+    if reason:
+        return unauthorized(reason)
     limit = getattr(request.app.state, "max_upload_bytes", None)
     length = request.headers.get("content-length")
     if limit and length and length.isdigit() and int(length) > limit:
         return error_response(
             413, f"request body of {int(length)} bytes exceeds the limit of {limit} bytes", "too_large"
         )
-    return await call_next(request)
+    return None
+
+
+class Admission:
+    """Answers a request _refusal() refuses before its body is read. Pure ASGI: `@app.middleware("http")` would
+    run every request through Starlette's BaseHTTPMiddleware, a task and a body stream of its own per request."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        refusal = _refusal(Request(scope)) if scope["type"] == "http" else None
+        await (refusal or self.app)(scope, receive, send)
+
+
+app.add_middleware(Admission)
 
 
 def _stalled(seconds: float) -> JSONResponse:
     return error_response(408, f"the request body stopped arriving: nothing came for {seconds:g} s", "request_timeout")
 
 
-# Outermost (added after _admit): a stalled upload is answered even while the app waits inside its body.
+# Outermost (added after Admission): a stalled upload is answered even while the app waits inside its body.
 app.add_middleware(
     BodyTimeout, seconds_of=lambda scope: getattr(scope["app"].state, "upload_idle_timeout_s", None), answer=_stalled
 )
