@@ -174,8 +174,8 @@ class Encoder:
     CUDA in `dtype` with CUDA graphs ("reduce-overhead"), on CPU through inductor. Eager, a batch is padded only
     to its longest window: fixed shapes would buy nothing but padding.
 
-    With `threads` (on CPU: the cores it may use) a call's batches run side by side, as many at once as there are
-    threads, each on its share of them (the network keeps no state between calls): one batch on all of them, two
+    With `threads` (on CPU: the cores it may use) an eager call's batches run side by side, as many at once as there
+    are threads, each on its share of them (the network keeps no state between calls): one batch on all of them, two
     on half each, as many as there are threads on one each; eager, a call is cut into at least that many batches.
     On cores shared with other work that is faster than one batch at a time on torch's threads, whose every op
     waits for the slowest (BENCHMARKS.md, the batch job and the Serve app). Without, batches run one at a time on
@@ -191,7 +191,6 @@ class Encoder:
         threads: int | None = None,
     ) -> None:
         self.buckets = buckets
-        self.use_threads(threads)
         self.device = torch.device(device)
         self.dtype = dtype
         self.network = network.to(self.device, dtype).eval()
@@ -199,6 +198,7 @@ class Encoder:
         self.ctc = isinstance(network, ParakeetCTC)
         self.blank_id = network.config.blank_id
         self.fixed_shapes = compile
+        self.use_threads(threads)
         self._forward = self.network
         if compile:
             torch._dynamo.config.cache_size_limit = max(
@@ -225,14 +225,20 @@ class Encoder:
         return cls(checkpoint.read_network(directory, config), buckets, device, dtype, compile, threads)
 
     def use_threads(self, threads: int | None) -> None:
-        """Run on `threads` CPU threads from now on (None: one batch at a time on the process's torch threads)."""
+        """Run on `threads` CPU threads from now on (None: one batch at a time on the process's torch threads).
+        Compiled, one batch at a time on all of them: inductor's CPU graphs are specialised to torch's thread count,
+        so a count that changed between calls would compile every bucket again."""
         if threads is not None and threads < 1:
             raise ValueError(f"an encoder needs at least one thread, got {threads}")
         self.threads = threads
-        self._pool = ThreadPoolExecutor(threads, "encoder") if threads and threads > 1 else None
+        side_by_side = threads and threads > 1 and not self.fixed_shapes
+        self._pool = ThreadPoolExecutor(threads, "encoder") if side_by_side else None
 
     def warm_up(self) -> None:
-        """Run every bucket once (twice for CUDA graphs to record), so no request pays for compilation."""
+        """Run every bucket once (twice for CUDA graphs to record), on the torch threads calls run on, so no
+        request pays for compilation."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
         for batch, frames in self.buckets.shapes():
             for _ in range(2 if self.device.type == "cuda" else 1):
                 self._run(np.zeros((batch, frames, self.mels), np.float32), np.full(batch, frames))
@@ -290,10 +296,10 @@ class Encoder:
 
     def thread_shares(self, batches: int) -> list[int | None]:
         """The torch threads each of a call's batches runs on: the encoder's threads shared among as many as run at
-        once (the longest batches, first in the plan, take the odd ones), one each beyond that; None without
-        threads (the process's torch threads as they are)."""
-        if not self.threads:
-            return [None] * batches
+        once (the longest batches, first in the plan, take the odd ones), one each beyond that; all of them for
+        each batch in turn when compiled; None without threads (the process's torch threads as they are)."""
+        if not self.threads or self.fixed_shapes:
+            return [self.threads] * batches
         at_once = min(self.threads, batches)
         return [self.threads // at_once + (batch < self.threads % at_once) for batch in range(batches)]
 

@@ -206,8 +206,9 @@ class EncodeRows:
         """On cuda compiled; on cpu eager, on all the node's cores (Ray's OMP_NUM_THREADS=1 would leave the rest
         idle), for a light model too, unlike a Serve Encoder replica (cpu_threads()): the featurize tasks do a fifth
         of its work and run ahead of it, so a core kept for them would idle most of the job. A call's batches run side
-        by side, one per core on one torch thread each: beside the featurize tasks on the same cores that was faster
-        than torch's threads on one batch, which wait for each other at every op (BENCHMARKS.md)."""
+        by side on its cores (model.stages.Encoder), one torch thread each in a 64-row call: beside the featurize
+        tasks on the same cores that was faster than torch's threads on one batch, which wait for each other at every
+        op (BENCHMARKS.md)."""
         if device == "cuda":
             return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), compile=True)
         threads = config.encoder_threads or os.cpu_count() or 1

@@ -151,15 +151,25 @@ def test_an_eager_call_is_cut_into_a_batch_per_thread_each_on_its_share(
 
 
 @pytest.mark.slow
-def test_compiled_encoder_matches_eager_and_never_recompiles_after_warm_up(small_checkpoint, speechlike) -> None:
+@pytest.mark.parametrize("threads", [None, 2])
+def test_compiled_encoder_matches_eager_and_never_recompiles_after_warm_up(
+    small_checkpoint, speechlike, threads
+) -> None:
+    """With threads too (a Serve replica's on cpu with `compile`): a thread count that changed between calls would
+    compile every bucket again."""
     buckets = Buckets((1, 2), (200, 400))
     featurizer, eager, _ = stages(small_checkpoint.directory, buckets)
-    compiled = Encoder.from_pretrained(small_checkpoint.directory, buckets, compile=True)
-    compiled.warm_up()
-    frames_compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    features = [featurizer(clip).features[0] for clip in speechlike]
-    for batch in ([features[0]], features[:2], features[1:], [features[2]]):
-        assert all(np.array_equal(a, b) for a, b in zip(compiled(batch), eager(batch)))
+    compiled = Encoder.from_pretrained(small_checkpoint.directory, buckets, compile=True, threads=threads)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # not the count calls run on, if they have their own
+        compiled.warm_up()
+        frames_compiled = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        features = [featurizer(clip).features[0] for clip in speechlike]
+        for batch in ([features[0]], features[:2], features[1:], [features[2]]):
+            assert all(np.array_equal(a, b) for a, b in zip(compiled(batch), eager(batch)))
+    finally:
+        torch.set_num_threads(before)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == frames_compiled
 
 
