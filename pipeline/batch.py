@@ -3,11 +3,12 @@
     parakeet batch --input clips.parquet --output transcripts/          # local Ray, or the cluster at RAY_ADDRESS
     ray job submit --working-dir . -- python -m pipeline.batch --input s3://bucket/clips/ --output s3://bucket/out/
 
-read_parquet -> featurize (CPU tasks) -> encode (an autoscaling pool of GPU or CPU actors, fixed-shape buckets)
--> decode (CPU tasks; a transducer's greedy loop runs here, batched over a task's rows) -> write_parquet. Every
-input row gives exactly one output row: one that cannot be transcribed carries its `error`. Re-running with the
-same --output skips the ids already written there. --hotwords bias every row's decoding, --hotwords-column names
-a column of each row's own (a list of phrases, or one comma-separated string), added to them.
+read the row groups (pipeline.parquet_input) -> featurize (CPU tasks) -> encode (an autoscaling pool of GPU or CPU
+actors, fixed-shape buckets) -> decode (CPU tasks; a transducer's greedy loop runs here, batched over a task's rows)
+-> write_parquet. Every input row gives exactly one output row: one that cannot be transcribed carries its `error`.
+Re-running with the same --output skips the ids already written there. --hotwords bias every row's decoding,
+--hotwords-column names a column of each row's own (a list of phrases, or one comma-separated string), added to
+them.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from model.decoding import DecodingOptions, decoding_options
 from model.stages import Buckets, Decoder, Encoder, Featurizer, default_dtype
 from model.windows import DEFAULT_CONTEXT_SECONDS, Window
 from pipeline.options import add_decoding_arguments, decoding_arguments, split_hotwords
+from pipeline.parquet_input import RowGroup, filesystem_of, read_row_groups, row_groups
 from pipeline.resources import (
     DEVICES,
     check_threads,
@@ -54,8 +56,6 @@ FEATURIZE_ROWS = 64  # rows per featurize task
 # its CPU meanwhile) and rows stream to the output instead of waiting for the last read.
 LIGHT_TASK_CPUS = 0.25
 FEATURIZE_TASK_CPUS = 0.5
-FOOTER_READERS_VARIABLE = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"  # read_input
-MOST_FOOTER_READERS = 32  # Ray Data's default
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,11 @@ class BatchConfig:
         """A row's decoding options: the job's hotwords and the row's own (comma-separated)."""
         phrases = [*self.hotwords, *split_hotwords([row_hotwords])]
         return decoding_options(phrases, self.beam_size, self.lm, self.lm_alpha, self.lm_beta)
+
+    @property
+    def columns(self) -> list[str]:
+        """The input's columns the job reads, the id first."""
+        return [self.id_column, self.audio_column, *([self.hotwords_column] if self.hotwords_column else [])]
 
     @property
     def buckets(self) -> Buckets:
@@ -282,7 +287,7 @@ def decode_rows(batch: dict[str, np.ndarray], config: BatchConfig) -> pa.Table:
 
 def written_ids(output: str) -> pa.Array | None:
     """Ids already in the output's parquet files; a file an interrupted run left half-written is removed."""
-    filesystem, root = _filesystem(output)
+    filesystem, root = filesystem_of(output)
     files = [
         info.path
         for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True))
@@ -298,24 +303,14 @@ def written_ids(output: str) -> pa.Array | None:
     return pa.chunked_array(ids).combine_chunks() if ids else None
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        return pafs.FileSystem.from_uri(uri)
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def drop_written(batch: pa.Table, id_column: str, written: pa.Array) -> pa.Table:
-    return batch.filter(
-        pc.invert(pc.is_in(batch.column(id_column), value_set=written.cast(batch.schema.field(id_column).type)))
-    )
-
-
-def check_input(config: BatchConfig) -> int:
+def check_input(config: BatchConfig) -> tuple[pa.Schema, list[RowGroup]]:
     """Before Ray starts: the input can be read, has both columns, and every row has an id of its own (resuming
-    skips the ids already written, so a repeated id would lose or repeat rows). Returns its number of files; raises
-    ValueError saying what is wrong."""
+    skips the ids already written, so a repeated id would lose or repeat rows). Returns the schema of the columns
+    the job reads (id first) and the input's row groups, from the footers this reads anyway; raises ValueError
+    saying what is wrong."""
     try:
-        source = pads.dataset(config.input, format="parquet")
+        filesystem, root = filesystem_of(config.input)
+        source = pads.dataset(root, filesystem=filesystem, format="parquet")
         names = source.schema.names
         for option, column in (
             ("--audio-column", config.audio_column),
@@ -325,8 +320,12 @@ def check_input(config: BatchConfig) -> int:
             if column is not None and column not in names:
                 raise ValueError(f"{config.input} has no column {column!r} ({option}); its columns: {', '.join(names)}")
         ids = source.to_table(columns=[config.id_column]).column(config.id_column)
+        groups = row_groups(source)
+        schema = pa.schema([source.schema.field(column) for column in config.columns])
     except (OSError, pa.ArrowException) as err:  # FileNotFoundError, a file that is not parquet, a bad URI
         raise ValueError(f"cannot read --input {config.input}: {err}") from None
+    if not len(ids):
+        raise ValueError(f"{config.input} has no rows")
     if ids.null_count:
         raise ValueError(f"{config.input}: {ids.null_count} row(s) have no id (--id-column {config.id_column})")
     counts = pc.value_counts(ids)
@@ -337,7 +336,7 @@ def check_input(config: BatchConfig) -> int:
             f"{config.input}: id {first['values']!r} is on {first['counts']} rows ({len(repeated)} id(s) repeated, "
             f"--id-column {config.id_column}); each row needs an id of its own, since resuming skips written ids"
         )
-    return len(source.files)
+    return schema, groups
 
 
 def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict[str, int]:
@@ -346,23 +345,16 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     `encode_rows` is the encoder actors' class (a benchmark's stand-in takes the model's work out)."""
     import ray
 
-    files = check_input(config)
+    schema, groups = check_input(config)
     options = config.decoding()
     if options.hotwords or options.lm_path:  # the job's own hotwords and language model, before Ray starts
         _decoder(config.model)[0].check(options)
     if not ray.is_initialized():
         start_ray()  # the cluster at RAY_ADDRESS (or the job's own), else a local one
-    columns = [config.id_column, config.audio_column, *([config.hotwords_column] if config.hotwords_column else [])]
-    dataset = read_input(config.input, files).select_columns(columns)
     written = written_ids(config.output)
     if written is not None:
         print(f"parakeet batch: {len(written)} rows already in {config.output}; skipping them", file=sys.stderr)
-        dataset = dataset.map_batches(
-            drop_written,
-            batch_format="pyarrow",
-            fn_kwargs={"id_column": config.id_column, "written": written},
-            num_cpus=LIGHT_TASK_CPUS,
-        )
+    dataset = read_input(config.input, schema, groups, written)
     dataset = row_blocks(dataset, FEATURIZE_ROWS)
     device = resolve_device(config.device)
     (
@@ -398,20 +390,21 @@ def run(config: BatchConfig, encode_rows: type[EncodeRows] = EncodeRows) -> dict
     return summarize(config.output)
 
 
-def read_input(path: str, files: int) -> Dataset:
-    """The input's rows, read by tasks of LIGHT_TASK_CPUS. Ray Data reads parquet footers in a pool of actors, each
-    a new process, of RAY_DATA_PARQUET_FOOTER_NUM_ACTORS (32 by default), read from the driver's environment when
-    read_parquet is called; 32 for a single file delayed the first encoder call on a 2-core node by about 6 s
-    (BENCHMARKS.md, the batch job), so unless the variable is set the pool has one actor per file, up to 32."""
+def read_input(uri: str, schema: pa.Schema, groups: list[RowGroup], written: pa.Array | None) -> Dataset:
+    """The input's rows (the columns of `schema`, less those whose id, the first column, is in `written`): a task of
+    LIGHT_TASK_CPUS for each row group check_input listed. Not Ray Data's read_parquet, which lists the files and
+    reads their footers again, in a task and in a pool of actors (32 by default, each a new process), and reads a
+    row group whole into one block before the 64-row cut (row_blocks) starts on it (BENCHMARKS.md, the job's start)."""
     import ray
 
-    previous = os.environ.get(FOOTER_READERS_VARIABLE)
-    os.environ[FOOTER_READERS_VARIABLE] = previous or str(min(max(files, 1), MOST_FOOTER_READERS))
-    try:
-        return ray.data.read_parquet(path, ray_remote_args={"num_cpus": LIGHT_TASK_CPUS})
-    finally:
-        if previous is None:
-            del os.environ[FOOTER_READERS_VARIABLE]
+    listed = ray.data.from_items([dataclasses.asdict(group) for group in groups])
+    return listed.map_batches(
+        read_row_groups,
+        batch_size=1,
+        batch_format="pyarrow",
+        fn_kwargs={"uri": uri, "schema": schema, "rows": FEATURIZE_ROWS, "written": written},
+        num_cpus=LIGHT_TASK_CPUS,
+    )
 
 
 def row_blocks(dataset: Dataset, rows: int) -> Dataset:
@@ -435,7 +428,7 @@ def row_blocks(dataset: Dataset, rows: int) -> Dataset:
 
 def summarize(output: str) -> dict[str, int]:
     """Rows in the output and how many of them carry an error."""
-    filesystem, root = _filesystem(output)
+    filesystem, root = filesystem_of(output)
     errors = pq.read_table(root, columns=["error"], filesystem=filesystem).column("error")
     return {"rows": len(errors), "errors": len(errors) - errors.null_count}
 

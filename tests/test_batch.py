@@ -173,20 +173,31 @@ def test_one_block_is_cut_in_row_blocks_by_tasks_of_a_quarter_cpu(local_ray):
     ]
 
 
-def test_the_footers_of_one_file_are_read_by_one_actor(dataset, local_ray, monkeypatch):
-    """Not Ray Data's 32 new processes for one footer (BENCHMARKS.md); a pool the environment sizes stays."""
-
-    def footer_readers(dataset: ray.data.Dataset) -> int:
-        operator = dataset._logical_plan.dag
-        while not hasattr(operator, "file_indexer"):  # from the Read back to its ListFiles
-            (operator,) = operator.input_dependencies
-        return operator.file_indexer._num_actors
-
-    path, _ = dataset
-    assert footer_readers(batch.read_input(str(path), batch.check_input(batch.BatchConfig(str(path), "out")))) == 1
-    assert batch.FOOTER_READERS_VARIABLE not in os.environ
-    monkeypatch.setenv(batch.FOOTER_READERS_VARIABLE, "3")
-    assert footer_readers(batch.read_input(str(path), 1)) == 3
+def test_every_row_group_of_every_file_is_read_less_the_written_ids(local_ray, tmp_path):
+    """The row groups the driver listed, each read by a task of a quarter CPU; a file whose id column has another
+    type is cast to the input's; rows already written are left out."""
+    ids = [f"clip-{i:03d}" for i in range(300)]
+    (tmp_path / "in").mkdir()
+    pq.write_table(
+        pa.table({"id": ids[:200], "audio": [b"a"] * 200, "x": [0] * 200}), tmp_path / "in/a.parquet", row_group_size=90
+    )
+    other = pa.table({"id": pa.array(ids[200:], pa.large_string()), "audio": [b"b"] * 100, "x": [1] * 100})
+    pq.write_table(other, tmp_path / "in/b.parquet")
+    config = batch.BatchConfig(str(tmp_path / "in"), str(tmp_path / "out"))
+    schema, groups = batch.check_input(config)
+    assert schema.names == ["id", "audio"]
+    assert [(Path(group.path).name, group.index, group.rows) for group in groups] == [
+        ("a.parquet", 0, 90),
+        ("a.parquet", 1, 90),
+        ("a.parquet", 2, 20),
+        ("b.parquet", 0, 100),
+    ]
+    dataset = batch.read_input(config.input, schema, groups, pa.array(ids[::2]))
+    assert dataset._logical_plan.dag.ray_remote_args == {"num_cpus": 0.25}
+    rows = dataset.take_all()
+    assert {tuple(row) for row in rows} == {("id", "audio")}
+    assert sorted(row["id"] for row in rows) == ids[1::2]
+    assert {row["id"]: row["audio"] for row in rows} == {i: b"a" if int(i[5:]) < 200 else b"b" for i in ids[1::2]}
 
 
 @pytest.mark.parametrize(("asked", "threads"), [(None, os.cpu_count()), (1, 1)])
@@ -201,6 +212,14 @@ def test_missing_column_is_named(dataset, local_ray, tmp_path):
     path, _ = dataset
     with pytest.raises(ValueError, match=r"has no column 'wav' \(--audio-column\); its columns: id, audio"):
         batch.run(batch.BatchConfig(input=str(path), output=str(tmp_path / "out"), audio_column="wav"))
+
+
+def test_an_input_without_rows_is_named(tmp_path):
+    pq.write_table(
+        pa.table({"id": pa.array([], pa.string()), "audio": pa.array([], pa.binary())}), tmp_path / "e.parquet"
+    )
+    with pytest.raises(ValueError, match=r"e.parquet has no rows"):
+        batch.check_input(batch.BatchConfig(input=str(tmp_path / "e.parquet"), output=str(tmp_path / "out")))
 
 
 def test_rerun_skips_written_ids_and_replaces_a_half_written_file(dataset, local_ray, tmp_path):
