@@ -7,10 +7,10 @@ encoder that costs nothing (it answers at once with the blank for every frame, i
 
 Prints markdown tables (for BENCHMARKS.md): CPU-ms of all processes (proxy, replicas, workers, driver, Ray's own
 daemons; the load generator's own CPU subtracted) per request and per second of audio, by process, and the
-requests/s reached, and what the deployed app costs idle, per second. Its first row is the bound of the CPU
-stages: the Featurizer alone, in this process on one thread (decoding the FLAC and the log-mel), which the ingress
-and the batch job's tasks run for every clip. Run it on an otherwise idle machine: it reads the machine's CPU
-counters (/proc/stat).
+requests/s reached, and what the deployed app costs idle, per second (and how often its threads woke). Its first
+row is the bound of the CPU stages: the Featurizer alone, in this process on one thread (decoding the FLAC and the
+log-mel), which the ingress and the batch job's tasks run for every clip. Run it on an otherwise idle machine: it
+reads the machine's CPU counters (/proc/stat).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the Floor route's types at run time.
@@ -101,6 +101,22 @@ def process_cpu_seconds() -> Counter[str]:
     return totals
 
 
+def context_switches() -> int:
+    """Context switches (voluntary and not) so far of all threads of the Ray session's processes: how often they
+    woke, each time taking a core from whatever ran there."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or process_kind(pid) is None:
+            continue
+        try:
+            for thread in os.listdir(f"/proc/{pid}/task"):
+                status = Path(f"/proc/{pid}/task/{thread}/status").read_text()
+                total += sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+        except OSError:
+            continue
+    return total
+
+
 class FreeEncoder(Encoder):
     """The Encoder stage with the network's work taken out: every window's output is the blank at every frame, in
     the lengths the network would give, so everything around the model runs as it does with a real one."""
@@ -144,7 +160,7 @@ class Meter:
 
     def __enter__(self) -> "Meter":
         self.started, self.machine, self.own = time.perf_counter(), machine_cpu_seconds(), own_cpu_seconds()
-        self.processes = process_cpu_seconds()
+        self.processes, self.switches = process_cpu_seconds(), context_switches()
         return self
 
     def __exit__(self, *_) -> None:
@@ -153,6 +169,7 @@ class Meter:
         self.cpu = machine_cpu_seconds() - self.machine - (0 if self.driver else own)
         self.by_process = process_cpu_seconds()
         self.by_process.subtract(self.processes)
+        self.switches = context_switches() - self.switches
         if self.driver:
             self.by_process["driver"] = own
 
@@ -250,10 +267,12 @@ def batch_rows(payload: bytes, seconds: float, rows_count: int) -> list[str]:
 
 
 def idle_row(name: str, meter: Meter) -> str:
-    """What the deployed app costs with no request: CPU-ms per wall second, in the by-process column too."""
+    """What the deployed app costs with no request: CPU-ms per wall second, in the by-process column too, and how
+    often its processes' threads woke."""
     busy = [(kind, cpu) for kind, cpu in meter.by_process.most_common() if cpu > 0]
     kinds = ", ".join(f"{kind} {1000 * cpu / meter.wall:.1f}" for kind, cpu in busy)
-    return f"| {name}: CPU-ms per wall second | - | {1000 * meter.cpu / meter.wall:.1f} | - | {kinds} |"
+    switches = f"{meter.switches / meter.wall:.0f} context switches per second"
+    return f"| {name}: CPU-ms per wall second ({switches}) | - | {1000 * meter.cpu / meter.wall:.1f} | - | {kinds} |"
 
 
 def row(name: str, meter: Meter, count: int, audio_seconds: float) -> str:

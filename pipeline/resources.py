@@ -40,6 +40,13 @@ HAPROXY_MODE = {
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": "262144",
 }
+# Serve's controller reconciles the deployments every RAY_SERVE_CONTROL_LOOP_INTERVAL_S (Serve's default 0.1 s), and
+# asks the GCS for the cluster's nodes and resources each time: on the 2-core machine of BENCHMARKS.md, with no
+# request, the controller and the GCS took 60-67 of the app's 130-165 CPU-ms per second and woke 830 times a second.
+# Every wake-up takes a core from an encoder's torch threads, which wait for each other; at 0.5 s the pipeline cost
+# 1.9 and 2.6 CPU-ms less per request in two pairs of runs. Autoscaling and health checks work on periods of seconds;
+# the routers leave a replica that dies at once, and the controller starts its replacement up to 0.4 s later.
+CONTROL_LOOP = {"RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5"}
 # The ports HAProxy's mode listens on besides the app's, all interfaces (Serve's defaults): its read-only stats
 # page, its Prometheus metrics and the fallback proxy it sends requests to while no replica is up. A second Ray on
 # the machine (another `parakeet serve`) takes free ones instead of failing to start its HAProxy.
@@ -67,11 +74,12 @@ def haproxy_found() -> bool:
 
 
 def serve_environment() -> dict[str, str]:
-    """The environment variables of Ray Serve's high-throughput mode, as far as this machine can run it."""
+    """The environment variables of Ray Serve's high-throughput mode, as far as this machine can run it, and of its
+    controller's loop."""
     if not haproxy_found():
-        return dict(THROUGHPUT_MODE)
+        return {**THROUGHPUT_MODE, **CONTROL_LOOP}
     ports = {name: str(port_or_free(port)) for name, port in HAPROXY_PORTS.items() if name not in os.environ}
-    return {**THROUGHPUT_MODE, **HAPROXY_MODE, **ports}
+    return {**THROUGHPUT_MODE, **CONTROL_LOOP, **HAPROXY_MODE, **ports}
 
 
 @contextmanager

@@ -69,11 +69,11 @@ def test_cluster_yaml_passes_rays_schema() -> None:
 
 
 def test_every_node_starts_ray_with_the_settings_a_local_ray_has() -> None:
-    from pipeline.resources import HAPROXY_MODE, SYSTEM_CONFIG, THROUGHPUT_MODE
+    from pipeline.resources import CONTROL_LOOP, HAPROXY_MODE, SYSTEM_CONFIG, THROUGHPUT_MODE
 
     config = yaml.safe_load(CLUSTER_YAML.read_text())
     expected = {f"RAY_{name}={value}" for name, value in SYSTEM_CONFIG.items()}
-    expected |= {f"{name}={value}" for name, value in {**THROUGHPUT_MODE, **HAPROXY_MODE}.items()}
+    expected |= {f"{name}={value}" for name, value in {**THROUGHPUT_MODE, **CONTROL_LOOP, **HAPROXY_MODE}.items()}
     for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
         environment = shlex.split(commands[-1].split("ray start")[0].split(";")[-1])
         assert expected <= set(environment), expected - set(environment)

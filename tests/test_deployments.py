@@ -81,4 +81,5 @@ def test_a_local_ray_gets_serves_throughput_mode_on_free_ports(monkeypatch) -> N
     assert set(resources.HAPROXY_PORTS) <= set(environment)
 
     monkeypatch.setattr(resources, "haproxy_found", lambda: False)
-    assert resources.serve_environment() == resources.THROUGHPUT_MODE  # no HAProxy here: Serve's own proxy
+    # No HAProxy here: Serve's own proxy.
+    assert resources.serve_environment() == {**resources.THROUGHPUT_MODE, **resources.CONTROL_LOOP}
