@@ -17,6 +17,7 @@ and gives the same text for the same audio, of any length, with accelerator memo
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -55,6 +56,28 @@ from model.windows import (
 SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcribed as "" without the model
 NOTHING_ENCODED = np.empty(0, np.float32)  # the encoder output of a window that was never encoded (silent)
 GRAPHS_KEPT = 64  # hotword lists a Decoder keeps built
+# What one more batch costs an eager CPU encoder beside its frames, in padded frames of one row: the dispatch of every
+# op of the network. Calls of 8 windows of 2-15 s, as a Serve Encoder replica gets them, took the same time with 100 to
+# 800 here (python bench/encoder_batches.py; BENCHMARKS.md), 1.4x less than one padded batch each.
+BATCH_COST_FRAMES = 400
+
+
+def like_length_batches(lengths: list[int], most: int, batch_cost: int = BATCH_COST_FRAMES) -> list[int]:
+    """Window lengths, longest first -> the sizes of the consecutive batches (of at most `most`) that cost least,
+    a batch costing `batch_cost` plus its rows padded to its first (longest) window. Ties go to the earlier batches
+    being the larger."""
+    least = [0] + [math.inf] * len(lengths)  # least[end]: the cost of the first `end` windows
+    last_size = [0] * (len(lengths) + 1)  # the size of the last batch of that cheapest plan
+    for end in range(1, len(lengths) + 1):
+        for start in range(end - 1, max(0, end - most) - 1, -1):
+            cost = least[start] + batch_cost + (end - start) * lengths[start]
+            if cost < least[end]:
+                least[end], last_size[end] = cost, end - start
+    sizes, end = [], len(lengths)
+    while end:
+        sizes.append(last_size[end])
+        end -= last_size[end]
+    return sizes[::-1]
 
 
 def default_dtype(device: str) -> torch.dtype:
@@ -271,12 +294,19 @@ class Encoder:
 
     def plan(self, windows: list[np.ndarray]) -> list[tuple[list[int], tuple[int, int]]]:
         """The batches `windows` run in: each one's window indices (longest first, at most the largest batch size)
-        and its padded (batch, frames) shape."""
+        and its padded (batch, frames) shape. Eager on cpu, windows of unlike lengths go in batches of like ones
+        where the padding that saves costs more than a batch (like_length_batches); fixed shapes, or on an
+        accelerator, where a batch's fixed cost is far more, in batches of the largest size."""
         order = sorted(range(len(windows)), key=lambda i: -len(windows[i]))
         size = self.buckets.max_batch_size
         if self.threads and not self.fixed_shapes:  # a batch for each thread, where there are windows enough
             size = max(1, min(size, math.ceil(len(order) / self.threads)))
-        groups = [order[start : start + size] for start in range(0, len(order), size)]
+        if self.fixed_shapes or self.device.type != "cpu":
+            counts = [min(size, len(order) - start) for start in range(0, len(order), size)]
+        else:
+            counts = like_length_batches([len(windows[index]) for index in order], size)
+        starts = itertools.accumulate(counts, initial=0)
+        groups = [order[start : start + count] for start, count in zip(starts, counts)]
         return [(group, self.shape_for(len(group), len(windows[group[0]]))) for group in groups]
 
     def __call__(self, windows: list[np.ndarray], scored: list[bool] | None = None) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 
 from model import load_model
 from model.config import EncoderConfig, FeatureConfig, FrameTiming
-from model.stages import NOTHING_ENCODED, Buckets, Decoder, Encoder, Featurizer
+from model.stages import NOTHING_ENCODED, Buckets, Decoder, Encoder, Featurizer, like_length_batches
 from model.windows import Window, plan_windows
 from tests.reference import ReferenceCheckpoint
 
@@ -100,6 +100,34 @@ def test_encoder_rejects_windows_its_buckets_cannot_hold(small_checkpoint) -> No
         encoder([np.zeros((201, 80), np.float32)])
     with pytest.raises(ValueError, match=r"\(frames, 80\)"):
         encoder([np.zeros((20, 64), np.float32)])
+
+
+@pytest.mark.parametrize(
+    ("lengths", "most", "sizes"),
+    [
+        ([100] * 8, 8, [8]),  # like lengths: the fewest batches
+        ([100] * 3, 2, [2, 1]),  # the larger batch first
+        ([1500, 1450, 300, 250], 8, [2, 2]),  # unlike ones: padding the short ones to 1500 costs more than a batch
+        ([1500, 1450, 1400, 1350], 8, [4]),  # the padding saved would cost less than a batch
+        ([], 8, []),
+    ],
+)
+def test_windows_of_unlike_lengths_go_in_batches_of_like_ones(lengths, most, sizes) -> None:
+    assert like_length_batches(lengths, most, batch_cost=400) == sizes
+
+
+def test_an_eager_cpu_encoder_batches_like_lengths_and_fixed_shapes_the_largest_batches(small_checkpoint) -> None:
+    """Windows in the order a Serve replica gets them: the plan sorts them longest first, then splits by length
+    eager on cpu; compiled, the buckets' fixed shapes pad every batch anyway, so it fills the largest batches."""
+    frames = [300, 1500, 250, 1450]
+    buckets = Buckets((1, 4), (400, 1600))
+    features = [np.zeros((count, 80), np.float32) for count in frames]
+    eager = Encoder.from_pretrained(small_checkpoint.directory, buckets)
+    assert eager.plan(features) == [([1, 3], (2, 1500)), ([0, 2], (2, 300))]
+    assert eager.fill_ratio(features) == sum(frames) / (2 * 1500 + 2 * 300)
+    fixed = Encoder.from_pretrained(small_checkpoint.directory, buckets)
+    fixed.fixed_shapes = True  # as compile sets it, without compiling
+    assert fixed.plan(features) == [([1, 3, 0, 2], (4, 1600))]
 
 
 def test_batches_run_side_by_side_give_the_same_outputs(small_checkpoint, speechlike) -> None:
