@@ -14,6 +14,7 @@ import torch
 from ray import serve
 from ray.serve.metrics import Histogram
 
+from deployments.batching import Batcher
 from deployments.config import ENCODER_BATCHING, AppConfig, Batching
 from model.stages import Encoder
 from pipeline.resources import cpu_threads
@@ -48,6 +49,7 @@ class EncoderDeployment:
         self.encoder = self._executor.submit(self.load_encoder, config, device).result()
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
+        self.batcher = Batcher(self._encode_batch, self.encoder.buckets.max_batch_size)
         self.reconfigure(asdict(ENCODER_BATCHING))
         self.fill_ratio = Histogram(
             "parakeet_encoder_batch_fill_ratio",
@@ -77,8 +79,8 @@ class EncoderDeployment:
         """Batching (deployments.config.Batching) from the deployment's `user_config`: requests per batch, whose
         windows the Encoder stage runs in as many bucket-sized batches as they need."""
         batching = Batching.from_dict(user_config)
-        self._encode_batch.set_max_batch_size(batching.max_batch_size or self.encoder.buckets.max_batch_size)
-        self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self.batcher.max_size = batching.max_batch_size or self.encoder.buckets.max_batch_size
+        self.batcher.wait_s = batching.batch_wait_timeout_s
 
     async def encode(
         self, requests: list[list[np.ndarray]], scored: list[bool] | None = None
@@ -98,9 +100,8 @@ class EncoderDeployment:
                 self.encoder.check(features)  # a bad window fails its request alone, before it joins a batch
         except ValueError as err:
             return err
-        return await self._encode_batch((queued, windows, scored))
+        return await self.batcher((queued, windows, scored))
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
     async def _encode_batch(
         self, items: list[tuple[float, list[np.ndarray], bool]]
     ) -> list[list[np.ndarray] | Exception]:

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import realtime
 from deployments.auth import ApiKeys, collect_keys, is_key_protocol
+from deployments.batching import Batcher
 from deployments.body_timeout import BodyTimeout
 from deployments.config import DECODER_BATCHING, AppConfig, Batching
 from model.audio import SAMPLE_RATE, AudioError, AudioTooLongError, PCMStream, UnsupportedFormatError
@@ -36,6 +37,7 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
 STREAM_FORMATS = ("openai", "parakeet")  # stream=true's events: OpenAI's text deltas, or ours with timed words
 ENCODER_CALLS_IN_FLIGHT = 8  # per ingress replica: enough to keep several Encoder replicas busy
+ENCODER_CALL_REQUESTS = 64  # requests whose windows one Encoder call carries at most
 STAGE_ATTEMPTS = 3  # sends of a stage call whose replica dies under it, before the request gets a 503
 
 app = FastAPI(title="parakeet-serve", summary="Parakeet speech-to-text, OpenAI-compatible")
@@ -191,6 +193,9 @@ class Transcriber:
         self.featurizer = Featurizer.from_pretrained(config.model, config.buckets.max_frames, config.context_seconds)
         self.decoder = Decoder.from_pretrained(config.model)
         self.decoder.check(config.decoding())  # the app's own hotwords and LM: a bad one fails the replica's start
+        # The windows of the requests that queued while ENCODER_CALLS_IN_FLIGHT calls were out, in one Encoder call.
+        self.encoder_calls = Batcher(self._send_to_encoder, ENCODER_CALL_REQUESTS, concurrency=ENCODER_CALLS_IN_FLIGHT)
+        self.decode_batches = Batcher(self._decode_batch, DECODER_BATCHING.max_batch_size or 1)
         self.reconfigure(asdict(DECODER_BATCHING))
         self.live_streams = 0
         self.live_streams_gauge = Gauge("parakeet_live_streams", description="Open /v1/realtime sessions.")
@@ -198,8 +203,8 @@ class Transcriber:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Decoding's batching (deployments.config.Batching) from the deployment's `user_config`."""
         batching = Batching.from_dict(user_config)
-        self._decode_batch.set_max_batch_size(batching.max_batch_size or DECODER_BATCHING.max_batch_size)
-        self._decode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)
+        self.decode_batches.max_size = batching.max_batch_size or DECODER_BATCHING.max_batch_size or 1
+        self.decode_batches.wait_s = batching.batch_wait_timeout_s
 
     def decoding(self, hotwords: list[str], beam_size: int | None = None, prompt: str | None = None) -> DecodingOptions:
         """A request's decoding options: the deployment's and its own hotwords, its prompt's uncommon words; raises
@@ -218,16 +223,14 @@ class Transcriber:
         """One request's feature windows -> their encoder outputs (frame scores when `scored`: model.beam)."""
         if not windows:
             return []
-        encoded = await self._send_to_encoder((windows, scored))
+        encoded = await self.encoder_calls((windows, scored))
         if isinstance(encoded, Exception):
             raise encoded
         return encoded
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0, max_concurrent_batches=ENCODER_CALLS_IN_FLIGHT)
     async def _send_to_encoder(
         self, requests: list[tuple[list[np.ndarray], bool]]
     ) -> list[list[np.ndarray] | Exception]:
-        """The windows of the requests that queued here while earlier calls were out, in one Encoder call."""
         return await call_stage(
             self.encoder.encode, [windows for windows, _ in requests], [scored for _, scored in requests]
         )
@@ -240,7 +243,6 @@ class Transcriber:
         past max_audio_seconds)."""
         return await asyncio.to_thread(self.featurizer, audio, sample_rate, name, self.config.max_audio_seconds)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
     async def _decode_batch(
         self, utterances: list[tuple[list[Window], list[np.ndarray], float, DecodingOptions]]
     ) -> list[Transcript]:
@@ -267,7 +269,7 @@ class Transcriber:
         self.decoder.check(options)
         featurized = await self.featurize(audio, sample_rate, name)
         encoded = await self.encode(featurized.features, options.searches)
-        transcript = await self._decode_batch((featurized.windows, encoded, featurized.duration, options))
+        transcript = await self.decode_batches((featurized.windows, encoded, featurized.duration, options))
         if transcript.duration:
             self.audio_seconds.inc(transcript.duration)
             self.rtfx.observe(transcript.duration / (time.monotonic() - started))

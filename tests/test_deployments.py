@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 
 pytest.importorskip("ray.serve")
 
+from deployments.batching import Batcher  # noqa: E402
 from deployments.config import AppConfig, Batching  # noqa: E402
 from deployments.encoder import EncoderDeployment  # noqa: E402
 from pipeline.resources import HEAVY_ENCODER_PARAMETERS, cpu_threads  # noqa: E402
@@ -31,17 +33,76 @@ def test_batching_is_validated_naming_the_key() -> None:
 
 
 def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> None:
-    """What Serve calls with a deployment's new user_config, on the replica it has (no restart, no reload); the
-    getters are the ones serve.batch offers user code."""
+    """What Serve calls with a deployment's new user_config, on the replica it has (no restart, no reload)."""
     replica = EncoderDeployment.func_or_class(AppConfig(model=str(small_checkpoint.directory), device="cpu"), "cpu")
-    batch = replica._encode_batch
-    assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (8, 0.0)  # the largest batch bucket
+    batcher = replica.batcher
+    assert (batcher.max_size, batcher.wait_s) == (8, 0.0)  # the largest batch bucket
     replica.reconfigure({"batch_wait_timeout_s": 0.002, "max_batch_size": 4})
-    assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (4, 0.002)
+    assert (batcher.max_size, batcher.wait_s) == (4, 0.002)
     replica.reconfigure({})  # a user_config without a key sets that key's default
-    assert (batch._get_max_batch_size(), batch._get_batch_wait_timeout_s()) == (8, 0.0)
+    assert (batcher.max_size, batcher.wait_s) == (8, 0.0)
     with pytest.raises(ValueError, match="max_batch_size must be at least 1, got 0"):
         replica.reconfigure({"max_batch_size": 0})
+
+
+def run_batches(max_size: int, arrivals: list[list[int]], wait_s: float = 0.0, concurrency: int = 1) -> list[list]:
+    """The batches a Batcher runs when `arrivals` come in waves, each wave while the batch before it runs."""
+    batches: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        batches.append(items)
+        if len(batches) == 1:
+            await release.wait()  # the first batch is busy while the other waves arrive
+        return [item * 10 for item in items]
+
+    async def main() -> list[int]:
+        batcher = Batcher(run, max_size, wait_s, concurrency)
+        calls = [asyncio.create_task(batcher(item)) for item in arrivals[0]]
+        await asyncio.sleep(0.01)
+        for wave in arrivals[1:]:
+            calls += [asyncio.create_task(batcher(item)) for item in wave]
+            await asyncio.sleep(0.01)
+        release.set()
+        return await asyncio.gather(*calls)
+
+    results = asyncio.run(main())
+    assert results == [item * 10 for wave in arrivals for item in wave]  # every caller its own result
+    return batches
+
+
+def test_calls_that_queue_while_the_stage_is_busy_run_in_one_batch() -> None:
+    """What `@serve.batch` (Ray 2.60) does not: it formed each batch as its first call came, one call each."""
+    assert run_batches(8, [[1], [2], [3, 4], [5]]) == [[1], [2, 3, 4, 5]]
+    assert run_batches(3, [[1], [2], [3, 4], [5]]) == [[1], [2, 3, 4], [5]]  # never more than max_size
+    assert run_batches(8, [[1, 2, 3]], wait_s=0.005) == [[1, 2, 3]]  # those that came at once, together
+    # Two runs at once: the second takes what came while the first was busy.
+    assert run_batches(8, [[1], [2, 3]], concurrency=2) == [[1], [2, 3]]
+
+
+def test_a_failing_batch_fails_its_callers_alone_and_a_cancelled_call_is_left_out() -> None:
+    seen: list[list[str]] = []
+
+    async def run(items: list[str]) -> list[str]:
+        seen.append(items)
+        await asyncio.sleep(0.01)
+        if "bad" in items:
+            raise ValueError("bad batch")
+        return items
+
+    async def main() -> tuple[BaseException | str, ...]:
+        batcher = Batcher(run, 8)
+        first = asyncio.create_task(batcher("bad"))
+        await asyncio.sleep(0)
+        gone, kept = asyncio.create_task(batcher("gone")), asyncio.create_task(batcher("kept"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        return tuple(await asyncio.gather(first, kept, return_exceptions=True))
+
+    bad, kept = asyncio.run(main())
+    assert isinstance(bad, ValueError) and str(bad) == "bad batch"
+    assert kept == "kept"
+    assert seen == [["bad"], ["kept"]]
 
 
 def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> None:
