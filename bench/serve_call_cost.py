@@ -6,7 +6,8 @@ ingress to the Encoder (a 5 s clip's features are 500 x 128 float32, 256 KB).
                                                     # the object store)
 
 Prints one markdown table (for BENCHMARKS.md): the median wall time of sequential calls made from inside a replica,
-to a plain method and to one behind `@serve.batch` as the Encoder's is, and of a plain Ray actor call beside them.
+to a plain method and to one behind `@serve.batch` as the Encoder's was until 5b9bd21, and of a plain Ray actor
+call beside them.
 """
 
 from __future__ import annotations
