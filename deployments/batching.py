@@ -36,12 +36,17 @@ class Batcher(Generic[Item, Result]):
         self.concurrency = concurrency
         self._queue: deque[tuple[Item, asyncio.Future[Result]]] = deque()
         self._arrived: asyncio.Event | None = None  # made in the first call, on the loop the replica calls it in
-        self._runners: list[asyncio.Task[None]] = []
+        self._runners: list[asyncio.Task[None] | None] = []
 
     async def __call__(self, item: Item) -> Result:
         if self._arrived is None:
             self._arrived = asyncio.Event()
-            self._runners = [asyncio.create_task(self._run_batches()) for _ in range(self.concurrency)]
+        # Kept here (asyncio holds tasks weakly); one that ended (a cancellation out of `run`) is started again, so
+        # no caller waits on a queue nothing takes from.
+        self._runners = [
+            runner if runner is not None and not runner.done() else asyncio.create_task(self._run_batches())
+            for runner in self._runners or [None] * self.concurrency
+        ]
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._arrived.set()
@@ -57,7 +62,7 @@ class Batcher(Generic[Item, Result]):
             self._arrived.clear()
             try:
                 await asyncio.wait_for(self._arrived.wait(), left)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 break
         taken = [self._queue.popleft() for _ in range(min(self.max_size, len(self._queue)))]
         return [(item, future) for item, future in taken if not future.cancelled()]
@@ -71,10 +76,16 @@ class Batcher(Generic[Item, Result]):
                 results = await self.run([item for item, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} items gave {len(results)} results")
-            except Exception as err:  # every caller of the batch gets it
+            except BaseException as err:  # every caller of the batch gets it
                 for _, future in batch:
-                    if not future.done():
+                    if future.done():
+                        continue
+                    if isinstance(err, asyncio.CancelledError):
+                        future.cancel()
+                    else:
                         future.set_exception(err)
+                if not isinstance(err, Exception):
+                    raise  # this runner ends; the next call starts another
                 continue
             for (_, future), result in zip(batch, results):
                 if not future.done():

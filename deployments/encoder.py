@@ -49,7 +49,7 @@ class EncoderDeployment:
         self.encoder = self._executor.submit(self.load_encoder, config, device).result()
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
-        self.batcher = Batcher(self._encode_batch, self.encoder.buckets.max_batch_size)
+        self.batcher = Batcher(self._encode_batch, max_size=1)  # its sizes: reconfigure's
         self.reconfigure(asdict(ENCODER_BATCHING))
         self.fill_ratio = Histogram(
             "parakeet_encoder_batch_fill_ratio",

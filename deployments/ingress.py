@@ -195,7 +195,7 @@ class Transcriber:
         self.decoder.check(config.decoding())  # the app's own hotwords and LM: a bad one fails the replica's start
         # The windows of the requests that queued while ENCODER_CALLS_IN_FLIGHT calls were out, in one Encoder call.
         self.encoder_calls = Batcher(self._send_to_encoder, ENCODER_CALL_REQUESTS, concurrency=ENCODER_CALLS_IN_FLIGHT)
-        self.decode_batches = Batcher(self._decode_batch, DECODER_BATCHING.max_batch_size or 1)
+        self.decode_batches = Batcher(self._decode_batch, max_size=1)  # its sizes: reconfigure's
         self.reconfigure(asdict(DECODER_BATCHING))
         self.live_streams = 0
         self.live_streams_gauge = Gauge("parakeet_live_streams", description="Open /v1/realtime sessions.")
@@ -203,7 +203,7 @@ class Transcriber:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Decoding's batching (deployments.config.Batching) from the deployment's `user_config`."""
         batching = Batching.from_dict(user_config)
-        self.decode_batches.max_size = batching.max_batch_size or DECODER_BATCHING.max_batch_size or 1
+        self.decode_batches.max_size = batching.max_batch_size or DECODER_BATCHING.max_batch_size
         self.decode_batches.wait_s = batching.batch_wait_timeout_s
 
     def decoding(self, hotwords: list[str], beam_size: int | None = None, prompt: str | None = None) -> DecodingOptions:

@@ -105,6 +105,22 @@ def test_a_failing_batch_fails_its_callers_alone_and_a_cancelled_call_is_left_ou
     assert seen == [["bad"], ["kept"]]
 
 
+def test_a_batch_cancelled_inside_its_run_cancels_its_callers_and_the_next_call_is_still_run() -> None:
+    async def run(items: list[str]) -> list[str]:
+        if "cancelled" in items:
+            raise asyncio.CancelledError  # as an awaited call cancelled under it raises, ending the runner task
+        return items
+
+    async def main() -> tuple[BaseException | str, str]:
+        batcher = Batcher(run, 8)
+        first = await asyncio.gather(batcher("cancelled"), return_exceptions=True)
+        return first[0], await asyncio.wait_for(batcher("next"), 5)
+
+    first, following = asyncio.run(main())
+    assert isinstance(first, asyncio.CancelledError)
+    assert following == "next"
+
+
 def test_a_cpu_encoder_takes_all_cores_but_one_unless_told(small_checkpoint) -> None:
     """Ray sets OMP_NUM_THREADS=1 in its workers; the encoder chooses its own threads (pipeline.resources): a light
     one, as the test checkpoint, leaves a core to the CPU stages; a call's batches run side by side on them."""
