@@ -4,6 +4,7 @@
     python bench/encoder_batches.py                     # embedded model, 24 calls of 8 windows of 2-15 s, 1 thread
     python bench/encoder_batches.py --threads 2         # the replica's batches side by side on two threads
     python bench/encoder_batches.py --shape-0.6b --calls 3
+    python bench/encoder_batches.py --batch-cost 100    # another cost of a batch for the like-length split
 
 Prints one markdown row (for BENCHMARKS.md): the best of `--repeats` rounds over the same calls, the share of the
 padded batches' frames that real frames fill, and the number of batches the calls ran in. Run it on an otherwise
@@ -13,6 +14,7 @@ idle machine; the features are random (the network's cost does not depend on the
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import tempfile
 import time
@@ -24,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/...` from a checkout, as the others
 
 from bench.model_speed import build_checkpoint  # noqa: E402
+from model import stages  # noqa: E402
 from model.stages import Buckets, Encoder  # noqa: E402
 
 FRAMES_PER_SECOND = 100  # log-mel frames (10 ms hop)
@@ -47,7 +50,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="the Encoder's threads (model.stages.Encoder)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shape-0.6b", dest="shape_06b", action="store_true", help="random weights, 0.6b shape")
+    parser.add_argument(
+        "--batch-cost", type=int, help=f"padded frames a batch costs (default {stages.BATCH_COST_FRAMES})"
+    )
     args = parser.parse_args()
+    if args.batch_cost is not None:  # what Encoder.plan splits with, for this run
+        stages.like_length_batches = functools.partial(stages.like_length_batches, batch_cost=args.batch_cost)
     with tempfile.TemporaryDirectory() as scratch:
         model = None
         if args.shape_06b:

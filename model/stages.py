@@ -57,8 +57,9 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: audio that never reaches it is silence, transcr
 NOTHING_ENCODED = np.empty(0, np.float32)  # the encoder output of a window that was never encoded (silent)
 GRAPHS_KEPT = 64  # hotword lists a Decoder keeps built
 # What one more batch costs an eager CPU encoder beside its frames, in padded frames of one row: the dispatch of every
-# op of the network. Calls of 8 windows of 2-15 s, as a Serve Encoder replica gets them, took the same time with 100 to
-# 800 here (python bench/encoder_batches.py; BENCHMARKS.md), 1.4x less than one padded batch each.
+# op of the network. Calls of 8 windows of 2-15 s, as a Serve Encoder replica gets them, took within 6% of the same
+# time with 100 to 800, 400 the least (python bench/encoder_batches.py --batch-cost N; BENCHMARKS.md), and 1.35x less
+# than in one padded batch each.
 BATCH_COST_FRAMES = 400
 
 
