@@ -126,7 +126,8 @@ class Batching:
     # How long the first call of a batch waits for others to join it. 0: none, so a lone request never waits; under
     # load batches still form, of the calls that queued while the stage was busy with the batch before.
     batch_wait_timeout_s: float = 0.0
-    max_batch_size: int | None = None  # requests per batch; None: the stage's own (the encoder's largest bucket)
+    # Windows per batch at the Encoder, requests at the decoder; None: the stage's own (the encoder's largest bucket).
+    max_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.batch_wait_timeout_s <= 10:
@@ -139,5 +140,5 @@ class Batching:
         return options_from_dict(cls, values, "user_config key(s)")
 
 
-ENCODER_BATCHING = Batching()  # requests per batch: the largest batch bucket's size
+ENCODER_BATCHING = Batching()  # windows per batch: the largest batch bucket's size
 DECODER_BATCHING = Batching(max_batch_size=32)  # requests whose transducer greedy loop runs as one batch

@@ -14,7 +14,7 @@ import torch
 from ray import serve
 from ray.serve.metrics import Histogram
 
-from deployments.batching import Batcher
+from deployments.batching import Batcher, WindowChunk, chunk_rank, chunk_windows
 from deployments.config import ENCODER_BATCHING, AppConfig, Batching
 from model.stages import Encoder
 from pipeline.resources import cpu_threads
@@ -49,7 +49,8 @@ class EncoderDeployment:
         self.encoder = self._executor.submit(self.load_encoder, config, device).result()
         if self.encoder.fixed_shapes:
             self._executor.submit(self.encoder.warm_up).result()
-        self.batcher = Batcher(self._encode_batch, max_size=1)  # its sizes: reconfigure's
+        # Batches of up to max_size windows, the requests that had fewer encoded first. Its sizes: reconfigure's.
+        self.batcher = Batcher(self._encode_batch, max_size=1, size=chunk_windows, rank=chunk_rank)
         self.reconfigure(asdict(ENCODER_BATCHING))
         self.fill_ratio = Histogram(
             "parakeet_encoder_batch_fill_ratio",
@@ -76,43 +77,44 @@ class EncoderDeployment:
         return encoder
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Batching (deployments.config.Batching) from the deployment's `user_config`: requests per batch, whose
-        windows the Encoder stage runs in as many bucket-sized batches as they need."""
+        """Batching (deployments.config.Batching) from the deployment's `user_config`: windows per batch (a
+        request with more runs in a batch of its own), which the Encoder stage runs in as many bucket-sized batches
+        as they need."""
         batching = Batching.from_dict(user_config)
         self.batcher.max_size = batching.max_batch_size or self.encoder.buckets.max_batch_size
         self.batcher.wait_s = batching.batch_wait_timeout_s
 
     async def encode(
-        self, requests: list[list[np.ndarray]], scored: list[bool] | None = None
+        self,
+        requests: list[list[np.ndarray]],
+        scored: list[bool] | None = None,
+        windows_before: list[int] | None = None,
     ) -> list[list[np.ndarray] | Exception]:
-        """Requests' feature windows (an ingress replica sends those that queued together in one call) -> each
-        request's encoder outputs (CTC frame scores for the requests `scored` marks: their decoding searches), or
-        the exception its windows raised; all calls' requests share batches."""
-        queued = time.monotonic()
+        """Requests' feature windows (an ingress replica sends those that queued together in one call, a long
+        request's in chunks) -> each request's encoder outputs (CTC frame scores for the requests `scored` marks:
+        their decoding searches), or the exception its windows raised; all calls' requests share batches, those
+        with fewer of their request's windows before them (`windows_before`: 0 for all by default) first."""
         scored = scored or [False] * len(requests)
-        return await asyncio.gather(*(self._encode_request(queued, *request) for request in zip(requests, scored)))
+        windows_before = windows_before or [0] * len(requests)
+        chunks = [WindowChunk(*request) for request in zip(requests, scored, windows_before)]
+        return await asyncio.gather(*(self._encode_chunk(chunk) for chunk in chunks))
 
-    async def _encode_request(
-        self, queued: float, windows: list[np.ndarray], scored: bool
-    ) -> list[np.ndarray] | Exception:
+    async def _encode_chunk(self, chunk: WindowChunk) -> list[np.ndarray] | Exception:
         try:
-            for features in windows:
+            for features in chunk.windows:
                 self.encoder.check(features)  # a bad window fails its request alone, before it joins a batch
         except ValueError as err:
             return err
-        return await self.batcher((queued, windows, scored))
+        return await self.batcher(chunk)
 
-    async def _encode_batch(
-        self, items: list[tuple[float, list[np.ndarray], bool]]
-    ) -> list[list[np.ndarray] | Exception]:
+    async def _encode_batch(self, chunks: list[WindowChunk]) -> list[list[np.ndarray] | Exception]:
         started = time.monotonic()
-        requests = [windows for _, windows, _ in items]
-        for queued, _, _ in items:
-            self.queue_wait.observe(started - queued)
-        windows = [window for request in requests for window in request]
+        for chunk in chunks:
+            self.queue_wait.observe(started - chunk.queued)
+        windows = [window for chunk in chunks for window in chunk.windows]
         for group, _ in self.encoder.plan(windows):
             self.batch_size.observe(len(group))
         self.fill_ratio.observe(self.encoder.fill_ratio(windows))
         loop = asyncio.get_running_loop()
-        scored = [flag for _, _, flag in items]
+        requests, scored = [chunk.windows for chunk in chunks], [chunk.scored for chunk in chunks]
         return await loop.run_in_executor(self._executor, self.encoder.encode_isolating_failures, requests, scored)

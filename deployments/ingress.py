@@ -21,7 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deployments import realtime
 from deployments.auth import ApiKeys, collect_keys, is_key_protocol
-from deployments.batching import Batcher
+from deployments.batching import Batcher, WindowChunk, chunk_rank, chunk_windows, encode_in_chunks
 from deployments.body_timeout import BodyTimeout
 from deployments.config import DECODER_BATCHING, AppConfig, Batching
 from model.audio import SAMPLE_RATE, AudioError, AudioTooLongError, PCMStream, UnsupportedFormatError
@@ -37,7 +37,8 @@ RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 GRANULARITIES = ("word", "segment")
 STREAM_FORMATS = ("openai", "parakeet")  # stream=true's events: OpenAI's text deltas, or ours with timed words
 ENCODER_CALLS_IN_FLIGHT = 8  # per ingress replica: enough to keep several Encoder replicas busy
-ENCODER_CALL_REQUESTS = 64  # requests whose windows one Encoder call carries at most
+ENCODER_CALL_WINDOWS = 64  # windows one Encoder call carries at most (of several requests)
+REQUEST_CHUNKS_IN_FLIGHT = 2  # a long request's chunks of windows out at once: one queues while one runs
 STAGE_ATTEMPTS = 3  # sends of a stage call whose replica dies under it, before the request gets a 503
 
 app = FastAPI(title="parakeet-serve", summary="Parakeet speech-to-text, OpenAI-compatible")
@@ -173,7 +174,8 @@ async def call_stage(stage: DeploymentHandle, *args: Any) -> Any:
 @serve.ingress(app)
 class Transcriber:
     """The HTTP, WebSocket and handle API, and the CPU stages: each request's audio is featurized here, its windows
-    sent to the Encoder deployment in one call (where they share batches with other requests'), and decoded here.
+    sent to the Encoder deployment in one call (a long request's in chunks; they share batches with other
+    requests'), and decoded here.
     One hop per request (per window for streams): the CPU work scales with this deployment's replicas, on CPU
     nodes, and the Encoder's replicas spend their CPU on nothing but the model."""
 
@@ -194,7 +196,13 @@ class Transcriber:
         self.decoder = Decoder.from_pretrained(config.model)
         self.decoder.check(config.decoding())  # the app's own hotwords and LM: a bad one fails the replica's start
         # The windows of the requests that queued while ENCODER_CALLS_IN_FLIGHT calls were out, in one Encoder call.
-        self.encoder_calls = Batcher(self._send_to_encoder, ENCODER_CALL_REQUESTS, concurrency=ENCODER_CALLS_IN_FLIGHT)
+        self.encoder_calls = Batcher(
+            self._send_to_encoder,
+            ENCODER_CALL_WINDOWS,
+            concurrency=ENCODER_CALLS_IN_FLIGHT,
+            size=chunk_windows,
+            rank=chunk_rank,
+        )
         self.decode_batches = Batcher(self._decode_batch, max_size=1)  # its sizes: reconfigure's
         self.reconfigure(asdict(DECODER_BATCHING))
         self.live_streams = 0
@@ -220,19 +228,19 @@ class Transcriber:
         return options
 
     async def encode(self, windows: list[np.ndarray], scored: bool = False) -> list[np.ndarray]:
-        """One request's feature windows -> their encoder outputs (frame scores when `scored`: model.beam)."""
-        if not windows:
-            return []
-        encoded = await self.encoder_calls((windows, scored))
-        if isinstance(encoded, Exception):
-            raise encoded
-        return encoded
+        """One request's feature windows -> their encoder outputs (frame scores when `scored`: model.beam), in
+        ranked chunks of an Encoder batch (deployments.batching.encode_in_chunks), so a long request's windows
+        take turns with the requests after it."""
+        return await encode_in_chunks(
+            self.encoder_calls, windows, scored, self.config.buckets.max_batch_size, REQUEST_CHUNKS_IN_FLIGHT
+        )
 
-    async def _send_to_encoder(
-        self, requests: list[tuple[list[np.ndarray], bool]]
-    ) -> list[list[np.ndarray] | Exception]:
+    async def _send_to_encoder(self, chunks: list[WindowChunk]) -> list[list[np.ndarray] | Exception]:
         return await call_stage(
-            self.encoder.encode, [windows for windows, _ in requests], [scored for _, scored in requests]
+            self.encoder.encode,
+            [chunk.windows for chunk in chunks],
+            [chunk.scored for chunk in chunks],
+            [chunk.before for chunk in chunks],
         )
 
     async def encode_window(self, features: np.ndarray, scored: bool = False) -> np.ndarray:

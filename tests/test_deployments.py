@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ray.serve")
 
-from deployments.batching import Batcher  # noqa: E402
+from deployments.batching import Batcher, WindowChunk, encode_in_chunks  # noqa: E402
 from deployments.config import AppConfig, Batching  # noqa: E402
 from deployments.encoder import EncoderDeployment  # noqa: E402
 from pipeline.resources import HEAVY_ENCODER_PARAMETERS, cpu_threads  # noqa: E402
@@ -45,8 +46,11 @@ def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> N
         replica.reconfigure({"max_batch_size": 0})
 
 
-def run_batches(max_size: int, arrivals: list[list[int]], wait_s: float = 0.0, concurrency: int = 1) -> list[list]:
-    """The batches a Batcher runs when `arrivals` come in waves, each wave while the batch before it runs."""
+def run_batches(
+    max_size: int, arrivals: list[list[int]], wait_s: float = 0.0, concurrency: int = 1, **sizing
+) -> list[list]:
+    """The batches a Batcher runs when `arrivals` come in waves, each wave while the batch before it runs
+    (`sizing`: the Batcher's size and rank)."""
     batches: list[list[int]] = []
     release = asyncio.Event()
 
@@ -57,7 +61,7 @@ def run_batches(max_size: int, arrivals: list[list[int]], wait_s: float = 0.0, c
         return [item * 10 for item in items]
 
     async def main() -> list[int]:
-        batcher = Batcher(run, max_size, wait_s, concurrency)
+        batcher = Batcher(run, max_size, wait_s, concurrency, **sizing)
         calls = [asyncio.create_task(batcher(item)) for item in arrivals[0]]
         await asyncio.sleep(0.01)
         for wave in arrivals[1:]:
@@ -78,6 +82,41 @@ def test_calls_that_queue_while_the_stage_is_busy_run_in_one_batch() -> None:
     assert run_batches(8, [[1, 2, 3]], wait_s=0.005) == [[1, 2, 3]]  # those that came at once, together
     # Two runs at once: the second takes what came while the first was busy.
     assert run_batches(8, [[1], [2, 3]], concurrency=2) == [[1], [2, 3]]
+
+
+def test_batches_hold_items_up_to_their_sizes_lowest_rank_first() -> None:
+    """The Encoder's batches count windows, and take the chunks of requests with fewer windows encoded first."""
+    sized = {"size": lambda item: item}
+    assert run_batches(8, [[1], [5, 2, 4]], **sized) == [[1], [5, 2], [4]]  # first come, while they fit
+    assert run_batches(4, [[1], [9, 1]], **sized) == [[1], [9], [1]]  # one over max_size runs alone
+    ranked = {"rank": lambda item: item}
+    assert run_batches(2, [[1], [30, 10, 2]], **ranked) == [[1], [2, 10], [30]]
+    ranked_by_tens = {"rank": lambda item: item // 10}
+    assert run_batches(8, [[1], [35, 31, 12, 14]], **ranked_by_tens) == [[1], [12, 14, 35, 31]]  # equals: first come
+
+
+def test_a_long_requests_windows_go_in_ranked_chunks_two_at_a_time() -> None:
+    """The ingress sends a request's windows in chunks of an Encoder batch, each ranked by the windows before it,
+    two out at once; the outputs come back in the windows' order, and a chunk's failure is the request's."""
+    sent: list[tuple[int, int]] = []
+    out = [0, 0]  # chunks out now, most at once
+
+    async def send(chunk: WindowChunk) -> list[np.ndarray] | Exception:
+        sent.append((len(chunk.windows), chunk.before))
+        out[0] += 1
+        out[1] = max(out)
+        await asyncio.sleep(0.01)
+        out[0] -= 1
+        if any(len(window) == 7 for window in chunk.windows):
+            return ValueError("bad window")
+        return [np.full(2, len(window)) for window in chunk.windows]
+
+    windows = [np.zeros((length, 80), np.float32) for length in range(100, 120)]
+    encoded = asyncio.run(encode_in_chunks(send, windows, False, 8, 2))
+    assert [int(output[0]) for output in encoded] == list(range(100, 120))
+    assert sorted(sent) == [(4, 16), (8, 0), (8, 8)] and out[1] == 2
+    with pytest.raises(ValueError, match="bad window"):
+        asyncio.run(encode_in_chunks(send, [np.zeros((7, 80), np.float32), *windows], False, 8, 2))
 
 
 def test_a_failing_batch_fails_its_callers_alone_and_a_cancelled_call_is_left_out() -> None:
