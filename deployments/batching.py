@@ -51,21 +51,22 @@ async def encode_in_chunks(
     scored: bool,
     size: int,
     in_flight: int,
+    before: int = 0,
 ) -> list[np.ndarray]:
-    """One request's windows -> their encoder outputs, in order: sent in chunks of `size` windows, `in_flight` out
-    at once, each ranked by the windows before it (chunk_rank), so the requests that come after a long one (a
-    stream's next window, a short clip) join the next batch ahead of its later chunks instead of waiting until all
-    its windows are through. Raises the exception a chunk gets back."""
+    """One request's windows (`before` of its windows went ahead of them) -> their encoder outputs, in order: sent
+    in chunks of `size` windows, `in_flight` out at once, each ranked by the windows before it (chunk_rank), so
+    the requests that come after a long one (a stream's next window, a short clip) join the next batch ahead of its
+    later chunks instead of waiting until all its windows are through. Raises the exception a chunk gets back."""
     gate = asyncio.Semaphore(in_flight)
 
-    async def send_chunk(before: int) -> list[np.ndarray]:
+    async def send_chunk(start: int) -> list[np.ndarray]:
         async with gate:
-            encoded = await send(WindowChunk(windows[before : before + size], scored, before))
+            encoded = await send(WindowChunk(windows[start : start + size], scored, before + start))
         if isinstance(encoded, Exception):
             raise encoded
         return encoded
 
-    sends = [asyncio.ensure_future(send_chunk(before)) for before in range(0, len(windows), size)]
+    sends = [asyncio.ensure_future(send_chunk(start)) for start in range(0, len(windows), size)]
     try:
         chunks = await asyncio.gather(*sends)
     except BaseException:

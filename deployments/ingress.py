@@ -227,12 +227,12 @@ class Transcriber:
             raise RequestError(400, str(err)) from None
         return options
 
-    async def encode(self, windows: list[np.ndarray], scored: bool = False) -> list[np.ndarray]:
-        """One request's feature windows -> their encoder outputs (frame scores when `scored`: model.beam), in
-        ranked chunks of an Encoder batch (deployments.batching.encode_in_chunks), so a long request's windows
-        take turns with the requests after it."""
+    async def encode(self, windows: list[np.ndarray], scored: bool = False, before: int = 0) -> list[np.ndarray]:
+        """One request's feature windows (`before` of its windows went ahead of them) -> their encoder outputs
+        (frame scores when `scored`: model.beam), in ranked chunks of an Encoder batch
+        (deployments.batching.encode_in_chunks), so a long request's windows take turns with the requests after it."""
         return await encode_in_chunks(
-            self.encoder_calls, windows, scored, self.config.buckets.max_batch_size, REQUEST_CHUNKS_IN_FLIGHT
+            self.encoder_calls, windows, scored, self.config.buckets.max_batch_size, REQUEST_CHUNKS_IN_FLIGHT, before
         )
 
     async def _send_to_encoder(self, chunks: list[WindowChunk]) -> list[list[np.ndarray] | Exception]:
@@ -243,8 +243,9 @@ class Transcriber:
             [chunk.before for chunk in chunks],
         )
 
-    async def encode_window(self, features: np.ndarray, scored: bool = False) -> np.ndarray:
-        return (await self.encode([features], scored))[0]
+    async def encode_window(self, features: np.ndarray, before: int = 0, scored: bool = False) -> np.ndarray:
+        """One window of a stream (a live one's rank first, `before` 0) or of a streamed upload."""
+        return (await self.encode([features], scored, before))[0]
 
     async def featurize(self, audio: bytes | np.ndarray, sample_rate: int, name: str) -> FeaturizedAudio:
         """Raises AudioError, its message starting with `name`, for audio that cannot be decoded (AudioTooLongError

@@ -26,6 +26,7 @@ from pipeline.streaming import Committer, Event, Stream, StreamError, StreamSett
 logger = logging.getLogger("ray.serve")
 
 Encode = Callable[[np.ndarray], Awaitable[np.ndarray]]
+UploadEncode = Callable[[np.ndarray, int], Awaitable[np.ndarray]]  # a window, and the windows before it
 CLIENT_ERROR = 1008  # WebSocket close code "policy violation": bad parameters, frames or pace
 SERVER_ERROR = 1011  # WebSocket close code "internal error"
 END_MESSAGE = '{"type": "end"}'
@@ -147,20 +148,21 @@ def sse(event: Event) -> str:
 
 
 async def upload_events(
-    featurized: FeaturizedAudio, committer: Committer, encode: Encode, in_flight: int, openai: bool = True
+    featurized: FeaturizedAudio, committer: Committer, encode: UploadEncode, in_flight: int, openai: bool = True
 ) -> AsyncIterator[str]:
     """Server-sent events for an upload's windows in order, as each is encoded: OpenAI's (`openai`), a
     `transcript.text.delta` of each window's text then `transcript.text.done`; or ours, a `final` of each window's
     words then `done`.
 
-    At most `in_flight` windows are at the encoder at once, so a long file neither floods it nor waits for all of
-    its windows before the first text."""
-    windows = iter(zip(featurized.windows, featurized.features))
+    At most `in_flight` windows are at the encoder at once, each ranked by the windows before it as a request's
+    chunks are (deployments.batching.chunk_rank), so a long file neither floods it nor waits for all of its windows
+    before the first text."""
+    windows = iter(enumerate(zip(featurized.windows, featurized.features)))
     queue: deque = deque()
 
     def submit(count: int) -> None:
-        for window, features in itertools.islice(windows, count):
-            queue.append((window, asyncio.ensure_future(encode(features))))
+        for before, (window, features) in itertools.islice(windows, count):
+            queue.append((window, asyncio.ensure_future(encode(features, before))))
 
     submit(in_flight)
     sent_text = False

@@ -115,6 +115,9 @@ def test_a_long_requests_windows_go_in_ranked_chunks_two_at_a_time() -> None:
     encoded = asyncio.run(encode_in_chunks(send, windows, False, 8, 2))
     assert [int(output[0]) for output in encoded] == list(range(100, 120))
     assert sorted(sent) == [(4, 16), (8, 0), (8, 8)] and out[1] == 2
+    sent.clear()  # a streamed upload's window ranks by the windows before it
+    asyncio.run(encode_in_chunks(send, windows[:1], False, 8, 2, before=5))
+    assert sent == [(1, 5)]
     with pytest.raises(ValueError, match="bad window"):
         asyncio.run(encode_in_chunks(send, [np.zeros((7, 80), np.float32), *windows], False, 8, 2))
 
