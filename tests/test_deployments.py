@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -44,6 +45,35 @@ def test_reconfigure_changes_a_replicas_batching_in_place(small_checkpoint) -> N
     assert (batcher.max_size, batcher.wait_s) == (8, 0.0)
     with pytest.raises(ValueError, match="max_batch_size must be at least 1, got 0"):
         replica.reconfigure({"max_batch_size": 0})
+
+
+def test_the_encoders_batches_take_the_requests_with_fewer_windows_encoded_first(small_checkpoint) -> None:
+    """A replica busy with a long request's first chunk: a short request that came after its second chunk runs in
+    the next batch, and that chunk after it (a batch holds max_batch_size windows: 8)."""
+    replica = EncoderDeployment.func_or_class(AppConfig(model=str(small_checkpoint.directory), device="cpu"), "cpu")
+    batches: list[list[int]] = []
+    release = threading.Event()
+
+    def encode(requests: list[list[np.ndarray]], scored: list[bool]) -> list[list[np.ndarray]]:
+        batches.append([len(windows) for windows in requests])
+        release.wait(10)  # the first batch is busy while the others arrive
+        return [[np.zeros(1, np.int32)] * len(windows) for windows in requests]
+
+    replica.encoder.encode_isolating_failures = encode
+    window = np.zeros((100, 80), np.float32)
+
+    async def main() -> None:
+        first = asyncio.ensure_future(replica.encode([[window] * 8], [False], [0]))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(replica.encode([[window] * 8], [False], [8]))
+        await asyncio.sleep(0.05)
+        short = asyncio.ensure_future(replica.encode([[window]]))
+        await asyncio.sleep(0.05)
+        release.set()
+        await asyncio.gather(first, second, short)
+
+    asyncio.run(main())
+    assert batches == [[8], [1], [8]]
 
 
 def run_batches(
