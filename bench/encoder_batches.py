@@ -45,7 +45,7 @@ def random_calls(encoder: Encoder, calls: int, per_call: int, seconds: tuple[flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=24)
-    parser.add_argument("--per-call", type=int, default=8, help="windows per call (the Encoder's requests per batch)")
+    parser.add_argument("--per-call", type=int, default=8, help="windows per call (an Encoder batch's)")
     parser.add_argument("--seconds", type=float, nargs=2, default=[2.0, 15.0], metavar=("SHORTEST", "LONGEST"))
     parser.add_argument("--threads", type=int, default=1, help="the Encoder's threads (model.stages.Encoder)")
     parser.add_argument("--repeats", type=int, default=3)
