@@ -47,6 +47,16 @@ def flac_bytes(audio: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def post(data: bytes) -> float:
+    """One transcription over HTTP on PORT; its wall seconds."""
+    started = time.perf_counter()
+    answer = requests.post(
+        f"http://127.0.0.1:{PORT}/v1/audio/transcriptions", files={"file": ("a.flac", data)}, timeout=3600
+    )
+    answer.raise_for_status()
+    return time.perf_counter() - started
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
@@ -144,14 +154,6 @@ def main() -> None:
         name="bench",
         route_prefix="/",
     )
-
-    def post(data: bytes) -> float:
-        started = time.perf_counter()
-        answer = requests.post(
-            f"http://127.0.0.1:{PORT}/v1/audio/transcriptions", files={"file": ("a.flac", data)}, timeout=600
-        )
-        answer.raise_for_status()
-        return time.perf_counter() - started
 
     for data in payloads[:4]:
         post(data)  # warm connections and replicas
