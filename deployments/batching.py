@@ -1,5 +1,5 @@
 """Concurrent calls gathered into batches when a stage can run them: the Encoder's batches, the ingress's calls to
-it and its decoding."""
+it and its decoding; and a request's windows sent to the Encoder in ranked chunks, so long ones take turns."""
 
 from __future__ import annotations
 

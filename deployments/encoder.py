@@ -96,6 +96,11 @@ class EncoderDeployment:
         with fewer of their request's windows before them (`windows_before`: 0 for all by default) first."""
         scored = scored or [False] * len(requests)
         windows_before = windows_before or [0] * len(requests)
+        if not len(scored) == len(windows_before) == len(requests):
+            raise ValueError(
+                f"{len(requests)} requests, {len(scored)} scored flags and {len(windows_before)} windows_before: "
+                "one of each per request"
+            )
         chunks = [WindowChunk(*request) for request in zip(requests, scored, windows_before)]
         return await asyncio.gather(*(self._encode_chunk(chunk) for chunk in chunks))
 

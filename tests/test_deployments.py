@@ -74,6 +74,8 @@ def test_the_encoders_batches_take_the_requests_with_fewer_windows_encoded_first
 
     asyncio.run(main())
     assert batches == [[8], [1], [8]]
+    with pytest.raises(ValueError, match="2 requests, 1 scored flags and 2 windows_before"):
+        asyncio.run(replica.encode([[window], [window]], [False]))  # a handle caller's lists that do not match
 
 
 def run_batches(
