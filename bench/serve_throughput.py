@@ -125,7 +125,7 @@ def main() -> None:
         latencies.append(time.perf_counter() - started)
     sequential_wall = sum(latencies)
     # The same on the torch threads an Encoder replica gets on this machine (pipeline/resources.py: cpu_threads).
-    replica_threads = cpu_threads(args.encoder_threads, model.pipeline.encoder.parameter_count)
+    replica_threads = cpu_threads(args.encoder_threads)
     threads = torch.get_num_threads()
     torch.set_num_threads(replica_threads)
     on_replica_threads = []

@@ -73,7 +73,7 @@ class EncoderDeployment:
             config.model, config.buckets, device, config.torch_dtype(device), config.compiles_on(device)
         )
         if device == "cpu":
-            encoder.use_threads(cpu_threads(config.encoder_threads, encoder.parameter_count))
+            encoder.use_threads(cpu_threads(config.encoder_threads))
         return encoder
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

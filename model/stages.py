@@ -374,10 +374,6 @@ class Encoder:
                     results.append(err)
             return results
 
-    @property
-    def parameter_count(self) -> int:
-        return sum(parameter.numel() for parameter in self.network.parameters())
-
     def fill_ratio(self, windows: list[np.ndarray]) -> float:
         """Share of the padded batches' frames that real frames fill (1.0: no padding at all)."""
         padded = sum(batch * frames for _, (batch, frames) in self.plan(windows))

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pipeline.parquet_input import RowGroup, filesystem_of, read_row_groups, row
 from pipeline.resources import (
     DEVICES,
     check_threads,
+    cpu_threads,
     encoder_resources,
     resolve_device,
     start_ray,
@@ -208,15 +208,14 @@ class EncodeRows:
             self.encoder.warm_up()
 
     def load_encoder(self, config: BatchConfig, device: str) -> Encoder:
-        """On cuda compiled; on cpu eager, on all the node's cores (Ray's OMP_NUM_THREADS=1 would leave the rest
-        idle), for a light model too, unlike a Serve Encoder replica (cpu_threads()): the featurize tasks do a fifth
-        of its work and run ahead of it, so a core kept for them would idle most of the job. A call's batches run side
-        by side on its cores (model.stages.Encoder), one torch thread each in a 64-row call: beside the featurize
-        tasks on the same cores that was faster than torch's threads on one batch, which wait for each other at every
-        op (BENCHMARKS.md)."""
+        """On cuda compiled; on cpu eager, on all the node's cores unless told (cpu_threads(), as a Serve Encoder
+        replica): the featurize tasks do a fifth of its work and run ahead of it, so a core kept for them would idle
+        most of the job. A call's batches run side by side on its cores (model.stages.Encoder), one torch thread each
+        in a 64-row call: beside the featurize tasks on the same cores that was faster than torch's threads on one
+        batch, which wait for each other at every op (BENCHMARKS.md)."""
         if device == "cuda":
             return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), compile=True)
-        threads = config.encoder_threads or os.cpu_count() or 1
+        threads = cpu_threads(config.encoder_threads)
         return Encoder.from_pretrained(config.model, config.buckets, device, default_dtype(device), threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

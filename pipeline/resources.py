@@ -121,22 +121,14 @@ def resolve_device(device: str) -> str:
 
 # Parameters from which an encoder costs the CPU far more per second of audio than the CPU stages beside it. Every
 # official Parakeet checkpoint (110M to 1.1B) is above it; the embedded model (3M) below.
-HEAVY_ENCODER_PARAMETERS = 50_000_000
-
-
-def cpu_threads(requested: int | None, encoder_parameters: int) -> int:
-    """Threads of a Serve encoder replica on cpu (a call's batches side by side on them, model.stages.Encoder):
-    the number asked for; else all the machine's cores for a heavy encoder
-    (HEAVY_ENCODER_PARAMETERS or more), whose work is nearly all there is; else all but one, which the CPU stages
-    beside a light one need (the proxy and ingress replicas, busy with every request while it encodes). Ray's own
-    OMP_NUM_THREADS=1 would leave the rest of a large node idle while it encodes. On 2 cores, with the Serve app,
-    the embedded model served as much with one encoder thread as with two (1.3x more with one when two were torch's
-    threads on one batch), the 0.6b shape 1.45x more with two batches side by side than with torch's two threads on
-    one (BENCHMARKS.md)."""
-    if requested is not None:
-        return requested
-    cores = os.cpu_count() or 1
-    return cores if encoder_parameters >= HEAVY_ENCODER_PARAMETERS else max(1, cores - 1)
+def cpu_threads(requested: int | None) -> int:
+    """Threads of an encoder replica or actor on cpu, a call's batches side by side on them (model.stages.Encoder):
+    the number asked for, else all the machine's cores (Ray's own OMP_NUM_THREADS=1 would leave the rest of a node
+    idle while it encodes). Side by side, each batch on one thread, a batch does not wait for the others when a CPU
+    stage beside it takes a core; on 2 cores with the Serve app the embedded model served 1.22x more with two than
+    with one, and the 0.6b shape 1.45x more with two batches side by side than with torch's two threads on one
+    (BENCHMARKS.md)."""
+    return requested if requested is not None else os.cpu_count() or 1
 
 
 def check_threads(name: str, threads: int | None) -> None:
