@@ -119,8 +119,6 @@ def resolve_device(device: str) -> str:
     return "cuda" if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else "cpu"
 
 
-# Parameters from which an encoder costs the CPU far more per second of audio than the CPU stages beside it. Every
-# official Parakeet checkpoint (110M to 1.1B) is above it; the embedded model (3M) below.
 def cpu_threads(requested: int | None) -> int:
     """Threads of an encoder replica or actor on cpu, a call's batches side by side on them (model.stages.Encoder):
     the number asked for, else all the machine's cores (Ray's own OMP_NUM_THREADS=1 would leave the rest of a node
