@@ -83,17 +83,28 @@ class EncoderConfig:
     max_position_embeddings: int = 5000
     scale_input: bool = True
     initializer_range: float = 0.02
+    num_key_value_heads: int | None = None  # fewer than the query heads: grouped keys and values; None: as many
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"hidden_size {self.hidden_size} is not divisible by num_attention_heads {self.num_attention_heads}"
             )
+        if self.key_value_heads < 1 or self.num_attention_heads % self.key_value_heads:
+            raise ConfigError(
+                f"num_attention_heads {self.num_attention_heads} is not a multiple of num_key_value_heads "
+                f"{self.key_value_heads}"
+            )
         if self.subsampling_conv_stride**self.num_subsampling_layers != self.subsampling_factor:
             raise ConfigError(
                 f"subsampling_factor {self.subsampling_factor} is not a power of the stride "
                 f"{self.subsampling_conv_stride}"
             )
+
+    @property
+    def key_value_heads(self) -> int:
+        """Heads of the keys and values, each shared by num_attention_heads / key_value_heads query heads."""
+        return self.num_key_value_heads or self.num_attention_heads
 
     @property
     def num_subsampling_layers(self) -> int:
@@ -111,7 +122,7 @@ class EncoderConfig:
         return {
             **dataclasses.asdict(self),
             "model_type": "parakeet_encoder",
-            "num_key_value_heads": self.num_attention_heads,
+            "num_key_value_heads": self.key_value_heads,
         }
 
 

@@ -12,11 +12,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import EncoderConfig
+from model.config import ConfigError, EncoderConfig
 
 T = TypeVar("T", int, torch.Tensor)
 
-ACTIVATIONS = {"silu": nn.SiLU, "swish": nn.SiLU, "relu": nn.ReLU, "gelu": nn.GELU}
+# `hidden_act` of the checkpoints' configs: the encoder's (silu) and the transducer joint's (relu; NeMo's joint also
+# offers tanh and sigmoid), as transformers' ACT2FN names them.
+ACTIVATIONS = {
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """The module of a config's `hidden_act`; ConfigError naming the supported ones for any other."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act {name!r} is not supported; expected one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
 
 
 def length_mask(lengths: torch.Tensor, max_length: int) -> torch.Tensor:
@@ -97,7 +113,7 @@ class FeedForward(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.linear1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=config.attention_bias)
-        self.activation = ACTIVATIONS[config.hidden_act]()
+        self.activation = activation(config.hidden_act)
         self.linear2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=config.attention_bias)
         self.dropout = config.activation_dropout
 
@@ -111,13 +127,17 @@ class RelPositionAttention(nn.Module):
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        hidden, self.heads = config.hidden_size, config.num_attention_heads
+        hidden, self.heads, self.key_value_heads = (
+            config.hidden_size,
+            config.num_attention_heads,
+            config.key_value_heads,
+        )
         self.head_dim = hidden // self.heads
         self.scaling = self.head_dim**-0.5
         self.dropout = config.attention_dropout
         self.q_proj = nn.Linear(hidden, hidden, bias=config.attention_bias)
-        self.k_proj = nn.Linear(hidden, hidden, bias=config.attention_bias)
-        self.v_proj = nn.Linear(hidden, hidden, bias=config.attention_bias)
+        self.k_proj = nn.Linear(hidden, self.key_value_heads * self.head_dim, bias=config.attention_bias)
+        self.v_proj = nn.Linear(hidden, self.key_value_heads * self.head_dim, bias=config.attention_bias)
         self.o_proj = nn.Linear(hidden, hidden, bias=config.attention_bias)
         self.relative_k_proj = nn.Linear(hidden, hidden, bias=False)
         self.bias_u = nn.Parameter(torch.zeros(self.heads, self.head_dim))
@@ -126,7 +146,7 @@ class RelPositionAttention(nn.Module):
     def forward(self, hidden: torch.Tensor, positions: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
         """hidden (B, T, C); positions (2T-1, C); padding (B, 1, 1, T) bool, True on padded keys."""
         batch, time, _ = hidden.shape
-        split = (batch, time, self.heads, self.head_dim)
+        split = (batch, time, -1, self.head_dim)
         query = self.q_proj(hidden).view(split)
         key = self.k_proj(hidden).view(split).transpose(1, 2)
         value = self.v_proj(hidden).view(split).transpose(1, 2)
@@ -143,6 +163,7 @@ class RelPositionAttention(nn.Module):
             attn_mask=position_scores,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scaling,
+            enable_gqa=self.key_value_heads < self.heads,  # query head h attends with key/value head h // groups
         )
         return self.o_proj(out.transpose(1, 2).reshape(batch, time, -1))
 
@@ -172,7 +193,7 @@ class ConvolutionModule(nn.Module):
             channels, channels, kernel, padding=(kernel - 1) // 2, groups=channels, bias=bias
         )
         self.norm = nn.BatchNorm1d(channels)
-        self.activation = ACTIVATIONS[config.hidden_act]()
+        self.activation = activation(config.hidden_act)
         self.pointwise_conv2 = nn.Conv1d(channels, channels, 1, bias=bias)
 
     def forward(self, hidden: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:

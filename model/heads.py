@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.config import ConfigError, CTCConfig, ModelConfig, RNNTConfig
-from model.encoder import ACTIVATIONS, FastConformerEncoder
+from model.config import CTCConfig, ModelConfig, RNNTConfig
+from model.encoder import FastConformerEncoder, activation
 
 
 class CTCHead(nn.Module):
@@ -99,11 +99,7 @@ class JointNetwork(nn.Module):
 
     def __init__(self, config: RNNTConfig) -> None:
         super().__init__()
-        if config.hidden_act not in ACTIVATIONS:
-            raise ConfigError(
-                f"hidden_act {config.hidden_act!r} is not supported; expected one of {', '.join(ACTIVATIONS)}"
-            )
-        self.activation = ACTIVATIONS[config.hidden_act]()
+        self.activation = activation(config.hidden_act)
         self.head = nn.Linear(config.decoder_hidden_size, config.vocab_size + len(config.durations))
 
     def forward(self, encoded: torch.Tensor, predicted: torch.Tensor) -> torch.Tensor:

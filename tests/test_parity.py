@@ -11,7 +11,7 @@ import torch
 from model import ParakeetCTC, load_model
 from model.encoder import length_mask
 from model.features import pad_waveforms
-from tests.reference import REAL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint, relative_error
+from tests.reference import REAL_ENCODER, SMALL_ENCODER, ReferenceCheckpoint, make_reference_checkpoint, relative_error
 
 FEATURE_TOLERANCE = 1e-4  # max abs difference
 RELATIVE_TOLERANCE = 1e-4  # max abs difference / max abs value of the reference tensor
@@ -111,6 +111,26 @@ def test_loss_matches_reference_and_trains(small_checkpoint: ReferenceCheckpoint
         assert parameter.grad is not None, name
         assert torch.isfinite(parameter.grad).all(), name
         assert parameter.grad.abs().sum() > 0, name
+
+
+# The encoder options of transformers' ParakeetEncoderConfig that released checkpoints vary, or may.
+SHAPE_VARIANTS = {
+    "no biases": dict(attention_bias=False, convolution_bias=False),
+    "subsampling 4x": dict(subsampling_factor=4),
+    "subsampling 16x, kernel 5": dict(subsampling_factor=16, subsampling_conv_kernel_size=5),
+    "unscaled input": dict(scale_input=False),
+    "gelu, conv kernel 31": dict(hidden_act="gelu", conv_kernel_size=31),
+    "128 mels": dict(num_mel_bins=128),
+    "grouped keys and values": dict(num_key_value_heads=2),
+    "one head, three layers": dict(num_attention_heads=1, num_hidden_layers=3),
+}
+
+
+@pytest.mark.parametrize("overrides", SHAPE_VARIANTS.values(), ids=SHAPE_VARIANTS.keys())
+def test_other_shapes_parity(tmp_path, speechlike: list[np.ndarray], overrides: dict) -> None:
+    checkpoint = make_reference_checkpoint(tmp_path, SMALL_ENCODER, vocab_size=129, **overrides)
+    assert_parity(checkpoint, speechlike)
+    assert_parity(checkpoint, [speechlike[0]])
 
 
 @pytest.mark.slow

@@ -130,6 +130,38 @@ def test_tdt_moves_on_after_max_symbols_per_step(tmp_path, speechlike: list[np.n
     assert limited
 
 
+# Prediction networks and joints that released checkpoints vary, or may, over the small encoder. transformers'
+# generate() advances a TDT by the index of the best duration logit, the same as its value only for durations
+# 0..n-1 (every released checkpoint's); other lists are test_tdt_durations_are_values below.
+DECODER_VARIANTS = {
+    "tdt, durations 0-1-2, one LSTM layer": ("tdt", dict(durations=[0, 1, 2], num_decoder_layers=1)),
+    "tdt, three LSTM layers of 32": ("tdt", dict(num_decoder_layers=3, decoder_hidden_size=32)),
+    "rnnt, tanh joint, one LSTM layer": ("rnnt", dict(hidden_act="tanh", num_decoder_layers=1)),
+}
+
+
+@pytest.mark.parametrize(("kind", "decoder"), DECODER_VARIANTS.values(), ids=DECODER_VARIANTS.keys())
+def test_other_decoder_shapes_parity(tmp_path, speechlike: list[np.ndarray], kind: str, decoder: dict) -> None:
+    checkpoint = make_transducer_checkpoint(tmp_path, kind, SMALL_ENCODER, {**SMALL_DECODER, **decoder}, 129)
+    batched = assert_parity(checkpoint, speechlike)
+    assert [assert_parity(checkpoint, [clip])[0] for clip in speechlike] == batched
+    assert sum(map(len, batched)) > 10  # the random joint emits tokens, so the comparison covers decoding
+
+
+def test_tdt_durations_are_values(tmp_path, speechlike: list[np.ndarray]) -> None:
+    """With durations 0-1-2-4-8 a step moves on by the value of its best duration logit, as NeMo's TDT does: each
+    emission's duration is one of the list's, 4 and 8 among them, and the next emission comes no earlier."""
+    durations = [0, 1, 2, 4, 8]
+    checkpoint = make_transducer_checkpoint(
+        tmp_path, "tdt", SMALL_ENCODER, {**SMALL_DECODER, "durations": durations}, 129
+    )
+    ours, _ = decode_both(checkpoint, speechlike)
+    emissions = [e for row in ours for e in row]
+    assert {e.duration for e in emissions} <= set(durations) and {4, 8} & {e.duration for e in emissions}
+    for row in ours:
+        assert all(later.frame >= e.frame + e.duration for e, later in zip(row, row[1:]))
+
+
 @pytest.mark.slow
 def test_real_size_tdt_parity(tmp_path, speechlike: list[np.ndarray]) -> None:
     """The parakeet-tdt-0.6b-v2 shape: 24 layers, hidden 1024, 128 mels, LSTM 2x640, vocab 1025, durations 0-4.
