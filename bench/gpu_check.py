@@ -1,7 +1,7 @@
 """The checks a session lent a GPU runs first: one command, within 8 minutes on one H200, figures for BENCHMARKS.md.
 
     python bench/gpu_check.py --out DIR                  # on the GPU machine: the parakeet-ctc-0.6b shape
-    python bench/gpu_check.py --device cpu --layers 2 --batches 1 2 --out /tmp/gpu_check   # a smoke run anywhere
+    python bench/gpu_check.py --device cpu --layers 2 --batches 1 2 --buckets 1 2 --out /tmp/gpu_check  # smoke run
 
 The GPU machine has torch and transformers but neither soundfile nor soxr, which `model` imports: carry them as
 wheels (the device tool's notes). Once, here, in the repository root:
@@ -45,12 +45,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/gpu_check.py` from a checkout, as the other benchmarks
 
 from bench.model_speed import build_checkpoint, clips  # noqa: E402
+from model import SAMPLE_RATE  # noqa: E402
 from model.checkpoint import read_configs, read_network  # noqa: E402
+from model.config import FeatureConfig  # noqa: E402
 from model.features import LogMelFeatures, pad_waveforms  # noqa: E402
 from model.stages import Buckets, Encoder  # noqa: E402
 
 WINDOW_SECONDS = 10.0
-FRAMES = int(WINDOW_SECONDS * 100)  # 10 ms feature frames of one window
+# Feature frames of one window: the bench's checkpoint has the released models' front end.
+FRAMES = int(WINDOW_SECONDS * SAMPLE_RATE) // FeatureConfig().hop_length
 
 
 class Report:
