@@ -49,7 +49,7 @@ from model import SAMPLE_RATE  # noqa: E402
 from model.checkpoint import read_configs, read_network  # noqa: E402
 from model.config import FeatureConfig  # noqa: E402
 from model.features import LogMelFeatures, pad_waveforms  # noqa: E402
-from model.stages import Buckets, Encoder  # noqa: E402
+from model.stages import Buckets, Encoder, default_dtype  # noqa: E402
 
 WINDOW_SECONDS = 10.0
 SPEED_SECONDS = 200.0  # of the budget kept for the runners' RTFx (transformers compiles for each batch size)
@@ -127,7 +127,7 @@ def agreement(checkpoint: Path, windows: list[np.ndarray], device: torch.device,
 
 def warm_up(checkpoint: Path, buckets: Buckets, device: torch.device, report: Report) -> Encoder:
     config, _ = read_configs(checkpoint)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = default_dtype(device.type)
     encoder = Encoder(read_network(checkpoint, config), buckets, device.type, dtype, compile=True)
     report.say("\n| bucket (batch × frames) | warm-up s |\n|---|---|")
     seconds: dict[str, float] = {}
@@ -148,7 +148,7 @@ def warm_up(checkpoint: Path, buckets: Buckets, device: torch.device, report: Re
 def transformers_runner(checkpoint: Path, device: torch.device, compiled: bool) -> Callable[[np.ndarray], None]:
     from transformers import ParakeetForCTC
 
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = default_dtype(device.type)
     model = ParakeetForCTC.from_pretrained(checkpoint, dtype=dtype).to(device).eval()
     forward = torch.compile(model) if compiled else model
 
@@ -170,7 +170,7 @@ def encoder_speed(
     report: Report,
 ) -> None:
     config, _ = read_configs(checkpoint)
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dtype = default_dtype(device.type)
     eager = Encoder(read_network(checkpoint, config), Buckets((max(batches),), (FRAMES,)), device.type, dtype)
     runners: dict[str, Callable[[list[np.ndarray]], object]] = {
         "ours, compiled as served": served,
